@@ -1,0 +1,139 @@
+"""Seeded source checkpoints for offline work: gluoncv builds the network (``pretrained=False``),
+then its statistics are made numerically tame and it is saved with ``save_parameters``; the result
+is read back by our own reader like any downloaded checkpoint.
+
+Why the taming: gluoncv's default init can draw negative BatchNorm moving_var, and a random SSD
+saturates every score to 1.0 with infinite boxes. We set each BatchNorm's moving statistics to the
+statistics of its real input on photographs (in network order, so each layer sees calibrated
+inputs), with a variance floor, and scale chosen output layers to a target spread."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import cv2
+import numpy as np
+
+from ..frameworks import import_gluoncv, import_mxnet
+
+SEED_FORMAT = 1  # bump when the recipe changes: cached seeded files are keyed on it
+
+
+def calibration_images(size: tuple[int, int], count: int = 4) -> np.ndarray:
+    """Real photographs shipped in scikit-image's wheel, resized and ImageNet-normalised (NCHW)."""
+    from skimage import data
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.immunohistochemistry()]
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    out = [(cv2.resize(p, (size[1], size[0]), interpolation=cv2.INTER_AREA) / 255.0 - mean) / std
+           for p in photos[:count]]
+    return np.stack(out).transpose(0, 3, 1, 2).astype(np.float32)
+
+
+def build(source_model: str, seed: int, out: Path, size: tuple[int, int],
+          output_std: Mapping[str, float], detector: bool) -> Path:
+    """Write a seeded gluoncv checkpoint of ``source_model`` to ``out`` (parents created)."""
+    mx, gcv = import_mxnet(), import_gluoncv()
+    mx.random.seed(seed)
+    np.random.seed(seed)
+    kwargs = {"pretrained_base": False} if detector else {}
+    net = gcv.model_zoo.get_model(source_model, pretrained=False, **kwargs)
+    net.initialize()
+    # statistics barely depend on resolution; detectors calibrate at half size to stay fast
+    x = mx.nd.array(calibration_images((size[0] // 2, size[1] // 2), 2) if detector
+                    else calibration_images(size))
+    net(x)  # resolve deferred shapes
+    _calibrate(net, x, mx)
+    _scale_outputs(net, x, output_std, mx)
+    _randomise_affine(net, seed, mx)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    net.save_parameters(str(tmp))
+    tmp.replace(out)
+    return out
+
+
+def _stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean, var = a.mean(axis=(0, 2, 3)), a.var(axis=(0, 2, 3))
+    return mean, np.maximum(var, max(1e-4, 1e-2 * float(np.median(var))))
+
+
+def _calibrate(net, x, mx) -> None:
+    """One forward pass; pre-hooks set each Gluon BatchNorm from its input just before it runs and
+    calibrate SymbolBlock-internal BatchNorms node by node."""
+    handles = []
+
+    def gluon_bn(block, inputs):
+        mean, var = _stats(inputs[0].asnumpy())
+        block.running_mean.set_data(mx.nd.array(mean))
+        block.running_var.set_data(mx.nd.array(var))
+
+    def symbol_block(block, inputs):
+        _calibrate_symbol(block, inputs[0], mx)
+
+    for block in _walk(net):
+        if isinstance(block, mx.gluon.nn.BatchNorm):
+            handles.append(block.register_forward_pre_hook(gluon_bn))
+        elif isinstance(block, mx.gluon.SymbolBlock):
+            handles.append(block.register_forward_pre_hook(symbol_block))
+    net(x)
+    for h in handles:
+        h.detach()
+
+
+def _calibrate_symbol(block, data, mx) -> None:
+    sym = block._cached_graph[1]
+    nodes = json.loads(sym.tojson())["nodes"]
+    internals = sym.get_internals()
+    params = {p.name: p for p in block.collect_params().values()}
+    data_name = block._cached_graph[0][0].name
+    for node in nodes:
+        if node["op"] != "BatchNorm":
+            continue
+        src = nodes[node["inputs"][0][0]]
+        feed = internals[src["name"] + "_output" if src["op"] != "null" else src["name"]]
+        args = {n: params[n].data() for n in feed.list_arguments() if n != data_name}
+        aux = {n: params[n].data() for n in feed.list_auxiliary_states()}
+        exe = feed.bind(mx.cpu(), args={data_name: data, **args}, aux_states=aux, grad_req="null")
+        mean, var = _stats(exe.forward(is_train=False)[0].asnumpy())
+        bn_args = [nodes[i[0]]["name"] for i in node["inputs"]]
+        params[bn_args[3]].set_data(mx.nd.array(mean))  # inputs: data, gamma, beta, mean, var
+        params[bn_args[4]].set_data(mx.nd.array(var))
+
+
+def _scale_outputs(net, x, output_std: Mapping[str, float], mx) -> None:
+    """Scale weight and bias of the named output layers so their outputs have the given std."""
+    for prefix, target in output_std.items():
+        for path, block in _named(net):
+            if path.startswith(prefix) and hasattr(block, "weight") and block.weight is not None:
+                seen = []
+                h = block.register_forward_hook(lambda b, i, o: seen.append(float(o.asnumpy().std())))
+                net(x)
+                h.detach()
+                k = target / max(seen[0], 1e-6)
+                block.weight.set_data(block.weight.data() * k)
+                if getattr(block, "bias", None) is not None:
+                    block.bias.set_data(block.bias.data() * k)
+
+
+def _randomise_affine(net, seed: int, mx) -> None:
+    """Random BN gamma/beta, drawn after the last forward: MXNet writes 1 into gamma when
+    fix_gamma=True, and a converter that ignores fix_gamma must be caught by parity."""
+    rng = np.random.default_rng(seed)
+    for name, p in sorted(net.collect_params().items()):
+        if name.endswith("_gamma"):
+            p.set_data(mx.nd.array(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
+        elif name.endswith("_beta"):
+            p.set_data(mx.nd.array(rng.normal(0.0, 0.1, p.shape).astype(np.float32)))
+
+
+def _walk(block):
+    yield block
+    for child in block._children.values():
+        yield from _walk(child)
+
+
+def _named(block, prefix: str = ""):
+    yield prefix, block
+    for name, child in block._children.items():
+        yield from _named(child, f"{prefix}.{name}" if prefix else name)

@@ -1,0 +1,251 @@
+"""Atomic, verified, deterministic output files.
+
+Every file is written to a temp file in the target's directory, fsynced, read back and compared
+bit for bit, and only then renamed over the target. A failure at any point (including Ctrl-C)
+removes the temp file and leaves an existing target untouched.
+
+Determinism: the same tensors and metadata give byte-identical files, whatever the target's name
+and whatever order the metadata was given in.
+
+* safetensors: the library orders tensors itself, but stores ``__metadata__`` in a Rust HashMap,
+  so with two or more entries its order (and so the bytes) changes from call to call. We rewrite
+  the header with the metadata sorted; tensor entries and data are left exactly as the library
+  wrote them.
+* pth: ``torch.save`` is byte-deterministic for the same dict, except that when given a *path* it
+  names the zip's root folder after the file's stem. We always pass an open file, so the root is
+  the fixed ``archive/``. Tensors are stored in the caller's key order; metadata sorted.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+
+from ..errors import OutputError, ReaderError, ZooportError
+
+FORMATS = ("safetensors", "pth")
+
+# Failures of the disk or of the serializers; anything else is a bug and propagates unchanged.
+_IO_ERRORS = (OSError, RuntimeError, SafetensorError, ZooportError, pickle.UnpicklingError, EOFError)
+
+
+def write_weights(path: Path, state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
+                  fmt: str = "safetensors") -> str:
+    """Write atomically, reload and compare, return the sha256 hex of the final file."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; expected one of {FORMATS}")
+    path = Path(path)
+    tensors, meta = _prepare(state_dict), _check_metadata(metadata)
+    return _atomic_write(path, lambda fh: _serialize(fh, tensors, meta, fmt),
+                         lambda tmp: _verify(path, tmp, tensors, meta))
+
+
+def write_json(path: Path, obj: Any) -> str:
+    """Write ``obj`` as JSON (sorted keys, indent 2, trailing newline) atomically; return sha256."""
+    path = Path(path)
+    # Strict JSON: NaN/Infinity would make files other tools cannot parse.
+    data = (json.dumps(obj, sort_keys=True, indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+    def verify(tmp: Path) -> None:
+        if tmp.read_bytes() != data:
+            raise OutputError(f"{path}: reloaded JSON differs from what was written")
+
+    return _atomic_write(path, lambda fh: fh.write(data), verify)
+
+
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a file written by :func:`write_weights` (either format, told apart by content)."""
+    path = Path(path)
+    try:
+        if _sniff(path) == "safetensors":
+            return _read_safetensors(path)
+        return _read_pth(path)
+    except ReaderError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the only input is the file: a corrupt one raises anything
+        raise ReaderError(path, f"cannot read weights ({_describe(exc)})") from exc
+
+
+# -- preparing the input -------------------------------------------------------------------------
+
+def _prepare(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in state_dict.items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"state_dict must map str to Tensor, got {name!r}: {type(tensor).__name__}")
+        if tensor.layout != torch.strided:
+            raise TypeError(f"tensor {name!r} has layout {tensor.layout}; only dense tensors are supported")
+        t = tensor.detach().cpu().contiguous()
+        storage = t.untyped_storage()
+        # safetensors refuses tensors sharing memory, and torch.save would write a view's whole
+        # storage: give every tensor a storage of exactly its own size.
+        if storage.data_ptr() in seen or t.storage_offset() != 0 or storage.nbytes() != t.nbytes:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[name] = t
+    return out
+
+
+def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise TypeError(f"metadata keys and values must be str; offending keys: {bad!r}")
+    return dict(sorted(metadata.items()))  # sorted: input order must not change the bytes
+
+
+# -- serializing ---------------------------------------------------------------------------------
+
+def _serialize(fh: IO[bytes], tensors: dict[str, torch.Tensor], meta: dict[str, str], fmt: str) -> None:
+    if fmt == "safetensors":
+        blob = st_save(tensors, metadata=meta)
+        n = int.from_bytes(blob[:8], "little")
+        header = _canonical_header(blob[8:8 + n])
+        fh.write(len(header).to_bytes(8, "little"))
+        fh.write(header)
+        fh.write(memoryview(blob)[8 + n:])  # memoryview: no copy of the tensor data
+    else:
+        # A file object, not a path: with a path torch names the zip root after the file.
+        torch.save({"state_dict": tensors, "metadata": meta}, fh)
+
+
+def _canonical_header(raw: bytes) -> bytes:
+    """The safetensors JSON header with ``__metadata__`` sorted, padded to 8 bytes like the library."""
+    header = json.loads(raw)
+    out = {"__metadata__": dict(sorted(header.pop("__metadata__").items()))} if "__metadata__" in header else {}
+    out.update(header)  # tensor entries keep the library's order and offsets
+    text = json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return text + b" " * (-len(text) % 8)
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    # safetensors: u64 little-endian header length, then the JSON header's "{".
+    return "safetensors" if len(head) == 9 and head[8:9] == b"{" else "pth"
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+
+
+def _read_pth(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, dict) or set(obj) != {"state_dict", "metadata"}:
+        raise ReaderError(path, "not a zooport .pth (expected a dict with 'state_dict' and 'metadata')")
+    sd, meta = obj["state_dict"], obj["metadata"]
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise ReaderError(path, "'state_dict' must map str to Tensor")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise ReaderError(path, "'metadata' must map str to str")
+    return dict(sd), dict(meta)
+
+
+def _reload(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    return read_weights(path)
+
+
+def _verify(target: Path, tmp: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
+    got, got_meta = _reload(tmp)
+    if set(got) != set(tensors):
+        diff = sorted(set(got) ^ set(tensors))[:5]
+        raise OutputError(f"{target}: reloaded file has different tensor names (e.g. {diff})")
+    for name, want in tensors.items():
+        if not _same_bits(want, got[name]):
+            raise OutputError(f"{target}: tensor {name!r} differs after reload")
+    if got_meta != meta:
+        raise OutputError(f"{target}: metadata differs after reload")
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    # Compare raw bytes: torch.equal on floats says NaN != NaN and -0.0 == 0.0.
+    return torch.equal(a.reshape(-1).view(torch.uint8), b.contiguous().reshape(-1).view(torch.uint8))
+
+
+# -- the atomic write ----------------------------------------------------------------------------
+
+def _atomic_write(path: Path, produce: Callable[[IO[bytes]], object], verify: Callable[[Path], None]) -> str:
+    tmp: Path | None = None
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "is a directory")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+                                         delete=False) as fh:
+            tmp = Path(fh.name)
+            produce(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, _file_mode())
+        verify(tmp)
+        digest = _sha256(tmp)
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new, never a mix
+        tmp = None
+        _fsync_dir(path.parent)
+        return digest
+    except OutputError:
+        raise
+    except _IO_ERRORS as exc:
+        raise OutputError(f"{path}: cannot write ({_describe(exc)})") from exc
+    finally:
+        if tmp is not None:  # also on KeyboardInterrupt
+            _unlink_quietly(tmp)
+
+
+def _file_mode() -> int:
+    """The mode ``open()`` would give a new file; NamedTemporaryFile makes it 0600."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable; some filesystems (and Windows) cannot fsync a directory."""
+    if os.name == "nt":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except OSError:
+        pass
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")

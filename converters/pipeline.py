@@ -1,0 +1,108 @@
+"""The conversion pipeline: source file -> reader -> rules -> target module -> written outputs."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__, registry
+from .engine import MappingRow, load_into, map_tensors
+from .errors import MappingError, ZooportError
+from .io.mxnet_params import detect_layout, read_params
+from .io.writer import write_json, write_weights
+from .registry import ModelSpec
+from .rules import digest
+from .sources import ROOT, resolve, sha256sum
+
+READERS: Mapping[str, Callable[[Path], dict[str, np.ndarray]]] = {"mxnet-params": read_params}
+LAYOUTS: Mapping[str, Callable[[list[str]], str]] = {"mxnet-params": detect_layout}
+FORMATS = {"safetensors": ".safetensors", "pth": ".pth"}
+
+
+@dataclass
+class ConversionResult:
+    spec: ModelSpec
+    module: nn.Module
+    state_dict: dict[str, torch.Tensor]
+    mapping: list[MappingRow]
+    source: Path
+    layout: str
+    seed: int | None = None  # set when the source was a seeded random checkpoint
+    manifest: dict = field(default_factory=dict)
+
+    def write(self, out_dir: str | Path, fmt: str = "safetensors") -> tuple[Path, Path]:
+        """Write ``<out>/<model><ext>`` and ``<out>/<model>.json`` (atomic, reloaded, compared)."""
+        if fmt not in FORMATS:
+            raise ZooportError(f"unknown output format {fmt!r} (use safetensors or pth)")
+        out_dir = Path(out_dir)
+        weights = out_dir / f"{self.spec.name}{FORMATS[fmt]}"
+        meta = {k: str(v) for k, v in self.manifest["metadata"].items()}
+        digest_hex = write_weights(weights, self.state_dict, meta, fmt)
+        self.manifest["output"] = {"file": weights.name, "format": fmt, "sha256": digest_hex}
+        manifest = out_dir / f"{self.spec.name}.json"
+        write_json(manifest, self.manifest)
+        return weights, manifest
+
+
+def source_file(spec: ModelSpec, weights: str | Path | None, init: str | None, seed: int,
+                download: bool = True) -> Path:
+    """Where the source checkpoint is: an explicit/cached/downloaded file, or a seeded one."""
+    if init is None:
+        return resolve(spec.weights(), weights, download=download)
+    if init != "random":
+        raise ZooportError(f"unknown --init {init!r} (only 'random' is supported)")
+    if weights is not None:
+        raise ZooportError("give either --weights or --init random, not both")
+    from .seeding import seeded_source
+    return seeded_source(spec, seed)
+
+
+def convert(name: str, weights: str | Path | None = None, init: str | None = None, seed: int = 0,
+            *, download: bool = True) -> ConversionResult:
+    spec = registry.get(name)
+    path = source_file(spec, weights, init, seed, download)
+    tensors = READERS[spec.source_format](path)
+    layout = LAYOUTS[spec.source_format](list(tensors))
+    if layout not in spec.rules:
+        raise MappingError(name, [f"{path.name}: source layout {layout!r} has no rules "
+                                  f"(supported: {', '.join(spec.rules)})"])
+    module = spec.build()
+    state, rows = map_tensors(name, tensors, module, spec.rules[layout], spec.fixups, spec.defaults)
+    load_into(module, state)
+    result = ConversionResult(spec, module, state, rows, path, layout, seed if init else None)
+    result.manifest = _manifest(result, sha256sum(path))
+    return result
+
+
+def _manifest(r: ConversionResult, source_sha256: str) -> dict:
+    rules_digest = digest([*r.spec.rules[r.layout], *r.spec.defaults], [f.name for f in r.spec.fixups])
+    counts = {s: sum(row.status == s for row in r.mapping) for s in ("mapped", "ignored", "default")}
+    meta = {"model": r.spec.name, "source_sha256": source_sha256, "converter_version": __version__,
+            "rules_digest": rules_digest, "source_layout": r.layout,
+            "seeded": "true" if r.seed is not None else "false"}
+    if r.seed is not None:
+        meta["seed"] = str(r.seed)
+    return {"metadata": meta, "family": r.spec.family, "framework": r.spec.framework,
+            "source": {"file": r.source.name, "sha256": source_sha256, "layout": r.layout,
+                       "seed": r.seed},
+            "counts": counts, "mapping": [row.to_dict() for row in r.mapping]}
+
+
+def load(name: str, path: str | Path, **build_kwargs) -> nn.Module:
+    """A converted file -> the eval-mode target module (strict: every tensor must be present)."""
+    from .io.writer import read_weights
+    spec = registry.get(name)
+    state, meta = read_weights(Path(path))
+    if meta.get("model", name) != name:
+        raise ZooportError(f"{path}: holds weights for {meta['model']!r}, not {name!r}")
+    module = spec.build(**build_kwargs) if build_kwargs else spec.build()
+    return load_into(module, state)
+
+
+def default_out_dir() -> Path:
+    return Path(os.environ.get("ZOOPORT_OUT_DIR", ROOT / "weights"))

@@ -1,0 +1,110 @@
+"""Model records and the registry. A family file registers its models at import; the registry
+imports every family module under converters/{gluon,paddle,detectron}/ on first lookup."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+from torch import nn
+
+from .errors import UnknownModel
+from .fixups import Fixup
+from .rules import Default, Ignore, Rule
+from .sources import SourceWeights
+
+FRAMEWORK_PACKAGES = ("converters.gluon",)  # paddle and detectron join here
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The input contract of a checkpoint, as data (parity/preprocess.py executes it)."""
+
+    preset: str  # gluoncv task preset: "imagenet", "ssd", ...
+    size: tuple[int, int]  # network input (H, W)
+    resize: str  # "short-side" (keep ratio, then crop) | "exact" (stretch to size)
+    resize_short: int | None = None
+    interp: str = "bilinear"  # OpenCV name; "mxnet-9" = bicubic up / area down / else bilinear
+    crop: str = "center-floor"  # "center-floor" | "none"
+    decoder: str = "opencv"  # libmxnet decodes with OpenCV
+    color: str = "RGB"
+    scale: float = 1 / 255
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # "top1", "mAP", ...
+    value: float
+    dataset: str
+    source: str  # where the number was published
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything zooport knows about one model; one registry entry."""
+
+    name: str
+    family: str  # e.g. "gluon.resnet"
+    framework: str  # "gluon" | "paddle" | "detectron"
+    task: str  # "classification" | "detection"
+    source_format: str  # reader name, e.g. "mxnet-params"
+    build: Callable[[], nn.Module]  # target module, random init
+    rules: Mapping[str, Sequence[Rule | Ignore]]  # per source layout ("gluon", "export", ...)
+    preprocess: Preprocess
+    weights: Callable[[], SourceWeights]  # built on call: mirrors are read from the environment
+    source_model: str  # the name the source framework knows it by
+    fixups: Sequence[Fixup] = ()
+    defaults: Sequence[Default] = ()
+    metrics: Sequence[Metric] = ()
+    # extra parity pairs beyond those derived from the mapping: (source capture, target module)
+    extra_pairs: Sequence[tuple[str, str]] = ()
+    # seeded sources: output layers scaled to this std so scores stay spread (see gluon/seeded.py)
+    seed_output_std: Mapping[str, float] = field(default_factory=dict)
+    tolerance: float = 1e-4  # max abs error / max |reference| allowed per layer pair
+    notes: Sequence[str] = field(default_factory=tuple)
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_DISCOVERED = False
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _REGISTRY:
+        raise ValueError(f"model {spec.name!r} is registered twice "
+                         f"({_REGISTRY[spec.name].family} and {spec.family})")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _discover() -> None:
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    _DISCOVERED = True
+    for pkg_name in FRAMEWORK_PACKAGES:
+        pkg = importlib.import_module(pkg_name)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{pkg_name}.{info.name}")
+
+
+def get(name: str) -> ModelSpec:
+    _discover()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = [n for n in _REGISTRY if name.split("_")[0] in n][:5]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UnknownModel(f"unknown model {name!r}{hint}") from None
+
+
+def names() -> list[str]:
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def specs() -> list[ModelSpec]:
+    return [get(n) for n in names()]

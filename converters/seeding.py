@@ -1,0 +1,20 @@
+"""Seeded random source checkpoints, built by the source framework itself and cached on disk."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import ZooportError
+from .registry import ModelSpec
+from .sources import default_src_dir
+
+
+def seeded_source(spec: ModelSpec, seed: int) -> Path:
+    """Path of the seeded checkpoint for ``spec``; built on first use (needs the source framework)."""
+    if spec.framework != "gluon":
+        raise ZooportError(f"{spec.name}: no seeded-source builder for framework {spec.framework!r}")
+    from .gluon import seeded
+    path = default_src_dir() / "seeded" / f"{spec.name}-seed{seed}-r{seeded.SEED_FORMAT}.params"
+    if not path.exists():
+        seeded.build(spec.source_model, seed, path, spec.preprocess.size, dict(spec.seed_output_std),
+                     detector=spec.task == "detection")
+    return path
