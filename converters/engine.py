@@ -87,7 +87,11 @@ def _map_one(name: str, array: np.ndarray, rules: Sequence[Rule | Ignore], fixup
             return None, None
         claimed[tname] = name
         fix = _fixup_for(tname, target, fixups)
-        value = fix.fn(array) if fix else array
+        try:
+            value = fix.fn(array) if fix else array
+        except ValueError as exc:
+            problems.append(f"source {name} {shape}: fix-up {fix.name} failed: {exc}")
+            return None, None
         want = tuple(expected[tname].shape)
         if tuple(value.shape) != want:
             problems.append(f"shape mismatch: source {name} {shape}"

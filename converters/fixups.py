@@ -41,4 +41,4 @@ def _flip_rgb_bgr_input(a: np.ndarray) -> np.ndarray:
 TRANSPOSE_LINEAR = Fixup("transpose_linear", (nn.Linear,), "weight", _transpose_2d,
                          "Paddle stores Linear weights [in, out]; torch wants [out, in]")
 BGR_TO_RGB_CONV1 = Fixup("bgr_to_rgb_conv1", (nn.Conv2d,), "weight", _flip_rgb_bgr_input,
-                         "fold a BGR-trained first conv into an RGB-input model", where=r"^(.*\.)?conv1$")
+                         "fold a BGR-trained first conv into an RGB-input model", where=r"^(backbone\.|stem\.)?conv1$")  # the stem conv only, not every block's conv1

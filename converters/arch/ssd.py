@@ -45,7 +45,9 @@ def anchor_grid(h: int, w: int, sizes: tuple[float, float], ratios: tuple[float,
     grid[..., 0] = cx[None, :, None]
     grid[..., 1] = cy[:, None, None]
     grid[..., 2:] = np.asarray(wh)
-    return grid.reshape(-1, 4).astype(np.float32)
+    out = grid.reshape(-1, 4).astype(np.float32)
+    out.setflags(write=False)  # cached: callers must copy, never edit in place
+    return out
 
 
 class AnchorGenerator(nn.Module):
@@ -59,7 +61,7 @@ class AnchorGenerator(nn.Module):
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         a = anchor_grid(feat.shape[2], feat.shape[3], self.sizes, self.ratios, self.step)
-        return torch.from_numpy(a).to(feat.device).unsqueeze(0)
+        return torch.tensor(a, device=feat.device).unsqueeze(0)  # a copy: the grid is cached
 
 
 class BoxDecoder(nn.Module):

@@ -16,17 +16,17 @@ import cv2
 import numpy as np
 
 from ..frameworks import import_gluoncv, import_mxnet
+from ..samples import sample_photos
 
-SEED_FORMAT = 1  # bump when the recipe changes: cached seeded files are keyed on it
+SEED_FORMAT = 6  # bump when the recipe changes: cached seeded files are keyed on it
 
 
-def calibration_images(size: tuple[int, int], count: int = 4) -> np.ndarray:
-    """Real photographs shipped in scikit-image's wheel, resized and ImageNet-normalised (NCHW)."""
-    from skimage import data
-    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(), data.immunohistochemistry()]
+def calibration_images(size: tuple[int, int]) -> np.ndarray:
+    """Every sample photograph (the parity suite's own), resized and ImageNet-normalised (NCHW):
+    statistics of small deep feature maps only transfer to the images they were measured on."""
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     out = [(cv2.resize(p, (size[1], size[0]), interpolation=cv2.INTER_AREA) / 255.0 - mean) / std
-           for p in photos[:count]]
+           for _, p in sample_photos()]
     return np.stack(out).transpose(0, 3, 1, 2).astype(np.float32)
 
 
@@ -39,13 +39,13 @@ def build(source_model: str, seed: int, out: Path, size: tuple[int, int],
     kwargs = {"pretrained_base": False} if detector else {}
     net = gcv.model_zoo.get_model(source_model, pretrained=False, **kwargs)
     net.initialize()
-    # statistics barely depend on resolution; detectors calibrate at half size to stay fast
-    x = mx.nd.array(calibration_images((size[0] // 2, size[1] // 2), 2) if detector
-                    else calibration_images(size))
+    x = mx.nd.array(calibration_images(size))
     net(x)  # resolve deferred shapes
+    rng = np.random.default_rng(seed)
+    _randomise_affine(net, rng, mx)  # first, so the calibrated statistics see the final affine
     _calibrate(net, x, mx)
     _scale_outputs(net, x, output_std, mx)
-    _randomise_affine(net, seed, mx)
+    _scramble_fixed_gamma(net, rng, mx)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     net.save_parameters(str(tmp))
@@ -54,8 +54,11 @@ def build(source_model: str, seed: int, out: Path, size: tuple[int, int],
 
 
 def _stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and floored variance. Floors: a global one (dead channels), and 5% of
+    mean^2 so (x - mean) never cancels catastrophically: small feature maps seen on a few images
+    can otherwise get a variance tiny next to their mean, and fp32 noise then dominates."""
     mean, var = a.mean(axis=(0, 2, 3)), a.var(axis=(0, 2, 3))
-    return mean, np.maximum(var, max(1e-4, 1e-2 * float(np.median(var))))
+    return mean, np.maximum(np.maximum(var, max(1e-4, 1e-2 * float(np.median(var)))), 0.05 * mean**2)
 
 
 def _calibrate(net, x, mx) -> None:
@@ -82,23 +85,27 @@ def _calibrate(net, x, mx) -> None:
 
 
 def _calibrate_symbol(block, data, mx) -> None:
-    sym = block._cached_graph[1]
-    nodes = json.loads(sym.tojson())["nodes"]
-    internals = sym.get_internals()
+    """Evaluate the block's symbol node by node, imperatively, in topological order, setting each
+    BatchNorm's moving statistics from its input right before it runs: exact sequential calibration
+    in a single pass (an all-at-once fixed point diverges from the default init's statistics)."""
+    nodes = json.loads(block._cached_graph[1].tojson())["nodes"]
     params = {p.name: p for p in block.collect_params().values()}
     data_name = block._cached_graph[0][0].name
-    for node in nodes:
-        if node["op"] != "BatchNorm":
+    values: dict[int, list] = {}
+    for i, node in enumerate(nodes):
+        if node["op"] == "null":
+            values[i] = [data if node["name"] == data_name else params[node["name"]].data()]
             continue
-        src = nodes[node["inputs"][0][0]]
-        feed = internals[src["name"] + "_output" if src["op"] != "null" else src["name"]]
-        args = {n: params[n].data() for n in feed.list_arguments() if n != data_name}
-        aux = {n: params[n].data() for n in feed.list_auxiliary_states()}
-        exe = feed.bind(mx.cpu(), args={data_name: data, **args}, aux_states=aux, grad_req="null")
-        mean, var = _stats(exe.forward(is_train=False)[0].asnumpy())
-        bn_args = [nodes[i[0]]["name"] for i in node["inputs"]]
-        params[bn_args[3]].set_data(mx.nd.array(mean))  # inputs: data, gamma, beta, mean, var
-        params[bn_args[4]].set_data(mx.nd.array(var))
+        args = [values[j][k] for j, k, *_ in node["inputs"]]
+        if node["op"] == "BatchNorm":
+            mean, var = _stats(args[0].asnumpy())
+            for pos, value in ((3, mean), (4, var)):  # inputs: data, gamma, beta, mean, var
+                params[nodes[node["inputs"][pos][0]]["name"]].set_data(mx.nd.array(value))
+                args[pos] = mx.nd.array(value)
+        attrs = {k: v for k, v in node.get("attrs", {}).items() if not k.startswith("__")}
+        op = getattr(mx.nd, node["op"], None) or getattr(mx.nd._internal, node["op"])
+        out = op(*args, **attrs)
+        values[i] = list(out) if isinstance(out, (list, tuple)) else [out]
 
 
 def _scale_outputs(net, x, output_std: Mapping[str, float], mx) -> None:
@@ -116,15 +123,26 @@ def _scale_outputs(net, x, output_std: Mapping[str, float], mx) -> None:
                     block.bias.set_data(block.bias.data() * k)
 
 
-def _randomise_affine(net, seed: int, mx) -> None:
-    """Random BN gamma/beta, drawn after the last forward: MXNet writes 1 into gamma when
-    fix_gamma=True, and a converter that ignores fix_gamma must be caught by parity."""
-    rng = np.random.default_rng(seed)
+def _randomise_affine(net, rng: np.random.Generator, mx) -> None:
     for name, p in sorted(net.collect_params().items()):
         if name.endswith("_gamma"):
             p.set_data(mx.nd.array(rng.uniform(0.5, 1.5, p.shape).astype(np.float32)))
         elif name.endswith("_beta"):
             p.set_data(mx.nd.array(rng.normal(0.0, 0.1, p.shape).astype(np.float32)))
+
+
+def _scramble_fixed_gamma(net, rng: np.random.Generator, mx) -> None:
+    """BatchNorm nodes with fix_gamma=True (the symbol op's default) read gamma as 1; store a random
+    gamma anyway, so a converter that copies it is caught by parity."""
+    for block in _walk(net):
+        if not isinstance(block, mx.gluon.SymbolBlock):
+            continue
+        nodes = json.loads(block._cached_graph[1].tojson())["nodes"]
+        params = {p.name: p for p in block.collect_params().values()}
+        for node in nodes:
+            if node["op"] == "BatchNorm" and node.get("attrs", {}).get("fix_gamma", "True") == "True":
+                gamma = params[nodes[node["inputs"][1][0]]["name"]]
+                gamma.set_data(mx.nd.array(rng.uniform(0.5, 1.5, gamma.shape).astype(np.float32)))
 
 
 def _walk(block):

@@ -76,7 +76,9 @@ _PAIRS = tuple([("features:resnetv10_stage3_activation5", "backbone.layer3"),
                 ("features:resnetv10_stage4_activation2", "backbone.layer4")]
                + [(f"features:expand_relu{i}", f"extras.{i}") for i in range(4)]
                + [(f"anchor_generators.{i}", f"anchor_generators.{i}") for i in range(6)]
-               + [("bbox_decoder", "box_decoder"), ("cls_decoder", "cls_decoder")])
+               # decoded boxes, and class probabilities before the 0.01 threshold (the thresholded
+               # ids/scores are discrete; the post-NMS check covers them, tie-aware)
+               + [("bbox_decoder", "box_decoder"), ("cls_decoder#in", "cls_decoder#in")])
 
 register(ModelSpec(
     name="ssd_512_resnet50_v1_voc", family="gluon.ssd", framework="gluon", task="detection",

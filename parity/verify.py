@@ -1,0 +1,159 @@
+"""Verification: the converted torch module against the source framework, layer by layer and on
+final outputs, on real photographs. A third run, the torch module in float64, measures each
+activation's fp32 noise floor so tolerances are justified by measurement."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from converters.errors import ParityError
+from converters.pipeline import ConversionResult, convert
+from converters.samples import sample_photos
+
+from .capture import run_torch, save_run
+from .compare import FLOOR_FACTOR, Comparison, TensorDiff, diff, worst
+from .detection import DetectionMatch, match_batch
+from .preprocess import preprocess
+
+SCORE_TOL, BOX_TOL = 1e-5, 1e-3  # post-NMS: scores, box corners in pixels (raised to the fp32 floor)
+
+
+@dataclass
+class ParityReport:
+    model: str
+    source: dict
+    images: list[str]
+    variant: str
+    layers: Comparison
+    outputs: list[TensorDiff] = field(default_factory=list)
+    topk: dict | None = None  # classification: identical top-5 per image
+    detections: DetectionMatch | None = None
+    detection_tol: dict | None = None
+
+    @property
+    def passed(self) -> bool:
+        task_ok = (self.topk is None or self.topk["identical"] == self.topk["images"]) and (
+            self.detections is None or self.detections.passed)
+        return self.layers.passed and all(d.passed for d in self.outputs) and task_ok
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "passed": self.passed, "source": self.source, "images": self.images,
+                "preprocess_variant": self.variant, "floor_factor": FLOOR_FACTOR,
+                "layers": self.layers.to_dict(), "outputs": [d.to_dict() for d in self.outputs],
+                "topk": self.topk, "detections": self.detections.to_dict() if self.detections else None,
+                "detection_tolerance": self.detection_tol}
+
+
+def oracle_for(result: ConversionResult):
+    spec = result.spec
+    if spec.framework != "gluon":
+        raise ParityError(f"{spec.name}: no oracle for framework {spec.framework!r}")
+    from .oracles.mxnet import GluonOracle
+    return GluonOracle(spec.source_model, result.source, detector=spec.task == "detection")
+
+
+def layer_pairs(result: ConversionResult, oracle) -> list[tuple[str, str]]:
+    """(source capture point, target module) for every target layer the mapping filled, plus the
+    family's explicit pairs. A target layer fed from two source layers is a mapping bug."""
+    pairs: dict[str, str] = {}
+    for row in result.mapping:
+        if row.status != "mapped":
+            continue
+        target = row.target.rpartition(".")[0]
+        point = oracle.capture_point(row.source)
+        if pairs.setdefault(target, point) != point:
+            raise ParityError(f"{target} takes tensors from two source layers: {pairs[target]} and {point}")
+    pairs.update({t: s for s, t in result.spec.extra_pairs})
+    if not pairs:
+        raise ParityError(f"{result.spec.name}: no layer pairs to compare")
+    return [(s, t) for t, s in pairs.items()]
+
+
+def _diffs(name: str, source: str, ref: Any, got: Any, exact: Any, tol: float) -> list[TensorDiff]:
+    """Diff reference vs converted, with the floor from converted-fp32 vs converted-fp64."""
+    if isinstance(ref, tuple):
+        return [d for i, (r, g, e) in enumerate(zip(ref, got, exact))
+                for d in _diffs(f"{name}[{i}]", f"{source}[{i}]", r, g, e, tol)]
+    out = diff(ref, got, name, source, tol)
+    out.floor = diff(exact, got).needed
+    return [out]
+
+
+@dataclass
+class _Runs:
+    """Everything one image contributes."""
+
+    ref_out: Any
+    got_out: Any
+    ref: dict
+    got: dict
+    exact: dict
+    fired: list[str]
+
+
+def _run_image(result: ConversionResult, oracle, module64, pairs, x: np.ndarray) -> _Runs:
+    ref_out, ref = oracle.run(x, [s for s, _ in pairs])
+    got_out, got, fired = run_torch(result.module, x, [t for _, t in pairs])
+    _, exact, _ = run_torch(module64, x.astype(np.float64), [t for _, t in pairs])
+    return _Runs(ref_out, got_out, ref, got, exact, fired)
+
+
+def _detection_tol(runs: list[_Runs]) -> dict:
+    """Post-NMS tolerances: the fixed bars, or FLOOR_FACTOR x the fp32 floor of the class
+    probabilities / decoded boxes in absolute terms, whichever is larger."""
+    prob = max(float(np.abs(r.got["cls_decoder#in"] - r.exact["cls_decoder#in"]).max()) for r in runs)
+    box = max(float(np.abs(r.got["box_decoder"] - r.exact["box_decoder"]).max()) for r in runs)
+    return {"score": max(SCORE_TOL, FLOOR_FACTOR * prob), "box": max(BOX_TOL, FLOOR_FACTOR * box),
+            "score_floor": prob, "box_floor": box}
+
+
+def verify(name: str, weights: str | Path | None = None, init: str | None = None, seed: int = 0,
+           images: Sequence[tuple[str, np.ndarray]] | None = None, variant: str = "mxnet",
+           save_runs: str | Path | None = None, result: ConversionResult | None = None) -> ParityReport:
+    result = result or convert(name, weights=weights, init=init, seed=seed)
+    spec, oracle = result.spec, oracle_for(result)
+    pairs = layer_pairs(result, oracle)
+    module64 = copy.deepcopy(result.module).double()
+    images = list(images) if images is not None else sample_photos()
+    runs = []
+    for img_name, img in images:
+        runs.append(_run_image(result, oracle, module64, pairs, preprocess(img, spec.preprocess, variant).numpy()[None]))
+        if save_runs:
+            save_run(Path(save_runs) / f"{name}-{img_name}-{spec.framework}.h5", runs[-1].ref, {"image": img_name})
+            save_run(Path(save_runs) / f"{name}-{img_name}-torch.h5", runs[-1].got, {"image": img_name})
+    return _report(result, pairs, [n for n, _ in images], runs, variant)
+
+
+def _report(result: ConversionResult, pairs, names: list[str], runs: list[_Runs], variant: str) -> ParityReport:
+    spec = result.spec
+    by_pair: dict[str, TensorDiff] = {}
+    for run in runs:
+        for s, t in pairs:
+            for d in _diffs(t, s, run.ref[s], run.got[t], run.exact[t], spec.tolerance):
+                by_pair[d.name] = worst(by_pair.get(d.name), d)
+    rank = {t: i for i, t in enumerate(runs[0].fired)}
+    layers = Comparison(sorted(by_pair.values(), key=lambda d: (rank.get(d.name.split("[")[0], 1 << 30), d.name)))
+    source = {"file": result.source.name, "sha256": result.manifest["source"]["sha256"],
+              "layout": result.layout, "seeded": result.seed is not None, "seed": result.seed}
+    report = ParityReport(spec.name, source, names, variant, layers)
+    if spec.task == "classification":
+        for run in runs:
+            d = diff(run.ref_out, run.got_out, "output", "output", spec.tolerance)
+            report.outputs = [worst(report.outputs[0] if report.outputs else None, d)]
+        same = sum(np.array_equal(np.argsort(-r.ref_out[0])[:5], np.argsort(-r.got_out[0])[:5]) for r in runs)
+        report.topk = {"images": len(runs), "identical": int(same), "k": 5}
+    else:
+        tol = _detection_tol(runs)
+        report.detection_tol = tol
+        report.detections = DetectionMatch()
+        for run in runs:
+            report.detections = report.detections.merge(
+                match_batch(run.ref_out, run.got_out, score_tol=tol["score"], box_tol=tol["box"]))
+    return report
