@@ -13,14 +13,14 @@ from torch import nn
 from . import __version__, registry
 from .engine import MappingRow, load_into, map_tensors
 from .errors import MappingError, ZooportError
-from .io.mxnet_params import detect_layout, read_params
+from .io.mxnet_params import read_checkpoint
 from .io.writer import write_json, write_weights
 from .registry import ModelSpec
 from .rules import digest
 from .sources import ROOT, resolve, sha256sum
 
-READERS: Mapping[str, Callable[[Path], dict[str, np.ndarray]]] = {"mxnet-params": read_params}
-LAYOUTS: Mapping[str, Callable[[list[str]], str]] = {"mxnet-params": detect_layout}
+# source format -> reader returning (tensors, source layout); the layout picks the rule table
+READERS: Mapping[str, Callable[[Path], tuple[dict[str, np.ndarray], str]]] = {"mxnet-params": read_checkpoint}
 FORMATS = {"safetensors": ".safetensors", "pth": ".pth"}
 
 
@@ -66,8 +66,7 @@ def convert(name: str, weights: str | Path | None = None, init: str | None = Non
             *, download: bool = True) -> ConversionResult:
     spec = registry.get(name)
     path = source_file(spec, weights, init, seed, download)
-    tensors = READERS[spec.source_format](path)
-    layout = LAYOUTS[spec.source_format](list(tensors))
+    tensors, layout = READERS[spec.source_format](path)
     if layout not in spec.rules:
         raise MappingError(name, [f"{path.name}: source layout {layout!r} has no rules "
                                   f"(supported: {', '.join(spec.rules)})"])

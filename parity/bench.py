@@ -116,14 +116,22 @@ def _input(batch: int, size: list[int]):
 def _timed(fn, runs: int, warmup: int) -> dict:
     for _ in range(warmup):  # first calls allocate, pick kernels, build MXNet's cached graph
         fn()
-    times = []
+    times, busy0, own0, t0 = [], _busy_cpu_s(), _own_cpu_s(), time.perf_counter()
     for _ in range(runs):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
+    # neighbours' CPU use during exactly the timed runs (the child-level figure also spans imports)
+    other = max(0.0, _busy_cpu_s() - busy0 - (_own_cpu_s() - own0)) / (time.perf_counter() - t0)
     return {"median_ms": round(statistics.median(times) * 1e3, 2),
             "min_ms": round(min(times) * 1e3, 2), "times_ms": [round(t * 1e3, 2) for t in times],
-            "runs": runs, "warmup": warmup}
+            "runs": runs, "warmup": warmup, "other_load_cores": round(other, 2)}
+
+
+def _own_cpu_s() -> float:
+    import resource
+    r = resource.getrusage(resource.RUSAGE_SELF)  # all threads of this process
+    return r.ru_utime + r.ru_stime
 
 
 def _child_infer_torch(job: dict) -> dict:
@@ -136,7 +144,8 @@ def _child_infer_torch(job: dict) -> dict:
         for b, (runs, warmup) in job["batches"]:
             x = torch.from_numpy(_input(b, job["size"]))
             out[str(b)] = _timed(lambda: module(x), runs, warmup)
-    return {"batches": out, "threads": torch.get_num_threads(), "version": torch.__version__}
+    return {"batches": out, "threads": torch.get_num_threads(), "version": torch.__version__,
+            "timed_other_load_cores": max(r["other_load_cores"] for r in out.values())}
 
 
 def _child_infer_mxnet(job: dict) -> dict:
@@ -152,6 +161,7 @@ def _child_infer_mxnet(job: dict) -> dict:
         # MXNet is asynchronous: waitall() makes each run include the actual compute
         out[str(b)] = _timed(lambda: (net(x), mx.nd.waitall()), runs, warmup)
     return {"batches": out, "version": mx.__version__,
+            "timed_other_load_cores": max(r["other_load_cores"] for r in out.values()),
             "env": {k: os.environ.get(k) for k in CHILD_ENV if k.startswith(("MXNET", "OMP"))}}
 
 
@@ -162,29 +172,10 @@ CHILDREN = {"convert-zooport": _child_convert_zooport, "convert-framework": _chi
 # -- the parent ----------------------------------------------------------------------------------
 
 def run_child(kind: str, job: dict) -> dict:
-    """Run one child; add its wall time and peak RSS.
-
-    Peak RSS comes from ``os.wait4`` on that child's pid: the kernel's ru_maxrss for exactly that
-    process. RUSAGE_CHILDREN deltas cannot work for a peak (it is the max over every child reaped
-    so far, so a smaller later child shows no change), and polling /proc/<pid>/status VmHWM would
-    race the child's exit."""
+    """Run one child; add its wall time, peak RSS, CPU time and the neighbours' CPU use."""
     cmd = [sys.executable, "-m", "parity.bench", "--child", kind, "--job", json.dumps(job)]
-    with tempfile.TemporaryFile() as err:
-        t0, busy0 = time.perf_counter(), _busy_cpu_s()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **CHILD_ENV},
-                                stdout=subprocess.PIPE, stderr=err)
-        timer = threading.Timer(CHILD_TIMEOUT_S, proc.kill)
-        timer.start()
-        stdout = proc.stdout.read().decode(errors="replace")
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        timer.cancel()
-        proc.stdout.close()
-        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
-        if proc.returncode != 0:
-            err.seek(0)
-            tail = err.read().decode(errors="replace")[-3000:]
-            raise RuntimeError(f"bench child {kind} {job.get('model')} exited {proc.returncode}:\n{tail}")
+    busy0 = _busy_cpu_s()
+    stdout, wall, usage = _spawn(cmd, f"{kind} {job.get('model')}")
     lines = [ln for ln in stdout.splitlines() if ln.startswith(MARK)]
     result = json.loads(lines[-1][len(MARK):])
     own_cpu = usage.ru_utime + usage.ru_stime
@@ -192,6 +183,32 @@ def run_child(kind: str, job: dict) -> dict:
                   cpu_s=round(own_cpu, 3),
                   other_load_cores=round(max(0.0, _busy_cpu_s() - busy0 - own_cpu) / wall, 2))
     return result
+
+
+def _spawn(cmd: list[str], what: str) -> tuple[str, float, os.struct_rusage]:
+    """Run ``cmd``; return its stdout, wall seconds and rusage.
+
+    Peak RSS comes from ``os.wait4`` on the child's pid: the kernel's ru_maxrss for exactly that
+    process. RUSAGE_CHILDREN deltas cannot work for a peak (it is the max over every child reaped
+    so far, so a smaller later child shows no change), and polling /proc/<pid>/status VmHWM would
+    race the child's exit."""
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **CHILD_ENV},
+                                stdout=subprocess.PIPE, stderr=err)
+        timer = threading.Timer(CHILD_TIMEOUT_S, proc.kill)
+        timer.start()
+        with proc.stdout:
+            stdout = proc.stdout.read().decode(errors="replace")
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+        if proc.returncode != 0:
+            err.seek(0)
+            tail = err.read().decode(errors="replace")[-3000:]
+            raise RuntimeError(f"bench child {what} exited {proc.returncode}:\n{tail}")
+    return stdout, wall, usage
 
 
 def _busy_cpu_s() -> float:
@@ -203,33 +220,39 @@ def _busy_cpu_s() -> float:
 
 
 def run_measured(kind: str, job: dict) -> dict:
-    """``run_child``, repeated once after the machine quietens if a neighbour took CPU meanwhile;
-    the less contended result is kept and both contention figures are reported."""
+    """``run_child``, repeated once after the machine quietens if a neighbour took CPU meanwhile
+    (for inference: during the timed runs); the less contended result is kept."""
+    def load(r: dict) -> float:
+        return r.get("timed_other_load_cores", r["other_load_cores"])
+
     first = run_child(kind, job)
-    if first["other_load_cores"] <= CONTENDED_CORES:
+    if load(first) <= CONTENDED_CORES:
         return first
-    _say(f"{kind}: {first['other_load_cores']} cores used by other processes; waiting, then retrying")
+    _say(f"{kind}: other processes used {load(first)} cores; waiting for quiet, then retrying once")
     _wait_idle()
     second = run_child(kind, job)
-    best = min(first, second, key=lambda r: r["other_load_cores"])
-    best["contended_attempts_other_load_cores"] = [first["other_load_cores"], second["other_load_cores"]]
+    best = min(first, second, key=load)
+    best["contended_attempts_other_load_cores"] = [load(first), load(second)]
     return best
 
 
-def _wait_idle(limit_s: float = 60.0, window_s: float = 3.0) -> None:
-    t_end = time.perf_counter() + limit_s
+def _wait_idle(limit_s: float = 30.0, window_s: float = 2.0) -> float:
+    """Wait (bounded) until other processes use under CONTENDED_CORES; return the last reading."""
+    t_end, load = time.perf_counter() + limit_s, 0.0
     while time.perf_counter() < t_end:
         b0 = _busy_cpu_s()
         time.sleep(window_s)
-        if (_busy_cpu_s() - b0) / window_s < CONTENDED_CORES:
-            return
+        load = round((_busy_cpu_s() - b0) / window_s, 2)
+        if load < CONTENDED_CORES:
+            break
+    return load
 
 
 def bench_conversion(name: str, weights: Path, tmp: Path) -> dict:
     zoo_dir, fw_dir = tmp / "zooport", tmp / "framework"
     zoo = run_measured("convert-zooport", {"model": name, "weights": str(weights), "out": str(zoo_dir)})
     fw = run_measured("convert-framework", {"model": name, "weights": str(weights), "out": str(fw_dir),
-                                         "manifest": str(zoo_dir / f"{name}.json")})
+                                            "manifest": str(zoo_dir / f"{name}.json")})
     same = Path(zoo["output"]).read_bytes() == Path(fw["output"]).read_bytes()
     return {"zooport": zoo, "framework": fw, "same_output_bytes": same,
             "framework_over_zooport": {"wall": _ratio(fw["wall_s"], zoo["wall_s"]),
@@ -283,8 +306,9 @@ def machine() -> dict:
 
 def run(models: list[str], quick: bool, argv: list[str]) -> dict:
     info = machine()
-    if info["loadavg_1min_at_start"] > 0.5:  # another job on 2 cores skews every number
-        _say(f"warning: load average {info['loadavg_1min_at_start']} before start; numbers may be contended")
+    info["busy_cores_at_start"] = _wait_idle()  # another job on 2 cores skews every number
+    if info["busy_cores_at_start"] >= CONTENDED_CORES:
+        _say(f"warning: other processes use {info['busy_cores_at_start']} cores; numbers may be contended")
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="zooport-bench-") as tmp:
         results = {m: bench_model(m, quick, Path(tmp) / m) for m in models}
@@ -307,7 +331,8 @@ def _other_loads(results: dict):
     """Every measurement's neighbour CPU use: the run's noise level, reported with the table."""
     for r in results.values():
         yield from (r["conversion"][k]["other_load_cores"] for k in ("zooport", "framework"))
-        yield from (r["inference"][k] for k in ("torch_other_load_cores", "mxnet_other_load_cores"))
+        yield from (e[side]["other_load_cores"] for e in r["inference"]["batches"].values()
+                    for side in ("torch", "mxnet"))
 
 
 # -- reports -------------------------------------------------------------------------------------
@@ -338,7 +363,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | {h}x{w} | {key.split('_')[1]} | {t['median_ms']:.0f} ms (n={t['runs']}) "
                          f"| {x['median_ms']:.0f} ms (n={x['runs']}) | {e['mxnet_over_torch']:.2f}x |")
     lines += ["", f"Other processes used at most {m['max_other_load_cores']} cores during any measurement "
-              "(measurements above 0.25 are retried once; see `reports/bench.json`)."]
+              f"(above {CONTENDED_CORES} a measurement is retried once; details in `bench.json`)."]
     return "\n".join(lines) + "\n"
 
 

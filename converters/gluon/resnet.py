@@ -83,7 +83,7 @@ def symbol_rules(cfg: ResNetConfig, src: str, dst: str = "", moving: str = "runn
 register(ModelSpec(
     name="resnet50_v1", family="gluon.resnet", framework="gluon", task="classification",
     source_format="mxnet-params", build=lambda: ResNet(V1_50),
-    rules={"gluon": structural_rules(V1_50), "export": symbol_rules(V1_50, r"resnetv10_")},
+    rules={"gluon": structural_rules(V1_50), "export": symbol_rules(V1_50, r"resnetv1\d+_")},  # any instance counter
     defaults=BN_DEFAULTS, preprocess=IMAGENET_EVAL,
     weights=functools.partial(gluoncv_weights, "resnet50_v1", "cc729d95031ca98cf2ff362eb57dee4d9994e4b2"),
     source_model="resnet50_v1", seed_output_std={"output": 3.0},

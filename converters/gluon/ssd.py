@@ -51,7 +51,7 @@ def _extra_rules(feat: str) -> list[Rule]:
 
 
 def _gluon_rules() -> list[Rule | Ignore]:
-    return [*symbol_rules(V1_50, r"features\.resnetv10_", "backbone.", classifier=False),
+    return [*symbol_rules(V1_50, r"features\.resnetv1\d+_", "backbone.", classifier=False),
             *_extra_rules(r"features\."),
             Rule(r"^class_predictors\.(\d+)\.predictor\.(weight|bias)$", r"class_predictors.\1.\2",
                  "class predictor conv (anchors x (classes+1))"),
@@ -62,7 +62,7 @@ def _gluon_rules() -> list[Rule | Ignore]:
 
 def _export_rules() -> list[Rule | Ignore]:
     """Symbol names; predictors are numbered in creation order, class and box interleaved."""
-    rules = [*symbol_rules(V1_50, r"ssd\d+_resnetv10_", "backbone.", classifier=False),
+    rules = [*symbol_rules(V1_50, r"ssd\d+_resnetv1\d+_", "backbone.", classifier=False),
              *_extra_rules(r"ssd\d+_")]
     for i in range(len(SSD512_R50.steps)):
         rules += [Rule(rf"^ssd\d+_convpredictor{2 * i}_conv0_(weight|bias)$", rf"class_predictors.{i}.\1",

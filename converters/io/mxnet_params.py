@@ -242,9 +242,14 @@ def detect_layout(names: Iterable[str]) -> Literal["export", "gluon"]:
 
 def read_params(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """:func:`read_ndarray_file` minus the ``arg:``/``aux:`` prefixes of the export layout."""
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], str]:
+    """(tensors with export prefixes stripped, the layout detected on the names as stored)."""
     tensors = read_ndarray_file(path)
     if detect_layout(tensors) != "export":
-        return tensors
+        return tensors, "gluon"
     out: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}
     for name, arr in tensors.items():
@@ -253,4 +258,4 @@ def read_params(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
             raise ReaderError(path, f"{origin[short]!r} and {name!r} both become {short!r} once "
                               "the arg:/aux: prefix is stripped", tensor=name)
         out[short], origin[short] = arr, name
-    return out
+    return out, "export"

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from converters.errors import ParityError
 from converters.frameworks import import_gluoncv, import_mxnet
 from converters.io.mxnet_params import detect_layout, read_ndarray_file
 
@@ -23,14 +24,23 @@ from ..capture import INPUT_MARK, Captured
 class GluonOracle:
     def __init__(self, source_model: str, params: str | Path, detector: bool):
         self.mx, gcv = import_mxnet(), import_gluoncv()
-        kwargs = {"pretrained_base": False} if detector else {}
-        self.net = gcv.model_zoo.get_model(source_model, pretrained=False, **kwargs)
+        params = Path(params)
         if detect_layout(list(read_ndarray_file(params))) == "export":
-            self.net.collect_params().load(str(params), ctx=self.mx.cpu(), restore_prefix="")
+            self.net = self._imports(params)
         else:
+            kwargs = {"pretrained_base": False} if detector else {}
+            self.net = gcv.model_zoo.get_model(source_model, pretrained=False, **kwargs)
             self.net.load_parameters(str(params), ctx=self.mx.cpu())
         self.by_key = self.net._collect_params_with_prefix()
         self.key_of_name = {p.name: k for k, p in self.by_key.items()}
+
+    def _imports(self, params: Path):
+        """An export is loaded as MXNet loads it: its symbol file plus its parameters."""
+        symbol = params.with_name(params.name.rsplit("-", 1)[0] + "-symbol.json")
+        if not symbol.exists():
+            raise ParityError(f"{params}: an export-layout checkpoint needs {symbol.name} beside it "
+                              "for the MXNet oracle")
+        return self.mx.gluon.SymbolBlock.imports(str(symbol), ["data"], str(params), ctx=self.mx.cpu())
 
     # -- which capture point a source tensor belongs to ------------------------------------------
     def capture_point(self, source: str) -> str:

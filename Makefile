@@ -1,0 +1,44 @@
+# zooport: every target installs what it needs first (a fresh clone needs nothing else).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.zooport-installed
+MODEL ?= ssd_512_resnet50_v1_voc
+
+.PHONY: setup convert verify test parity parity-full bench clean
+
+setup: $(STAMP)
+
+# Re-runs only when the pins or the package metadata change; a second `make setup` is a no-op.
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "setuptools>=68" wheel
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+# make convert MODEL=... [WEIGHTS=file | INIT=random [SEED=n]] [OUT=dir] [FORMAT=pth]
+convert: setup
+	$(BIN)/zooport convert $(MODEL) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(INIT),--init $(INIT)) \
+		$(if $(SEED),--seed $(SEED)) $(if $(OUT),--out $(OUT)) $(if $(FORMAT),--format $(FORMAT))
+
+verify: setup
+	$(BIN)/zooport verify $(MODEL) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(INIT),--init $(INIT)) \
+		$(if $(SEED),--seed $(SEED))
+
+# CI: unit tests and the parity suite, slow sweeps excluded.
+test: setup
+	$(BIN)/python -m pytest tests parity -m "not slow"
+
+parity: setup
+	$(BIN)/python -m pytest parity -m "not slow"
+
+parity-full: setup
+	$(BIN)/python -m pytest tests parity
+
+bench: setup
+	$(BIN)/python -m parity.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,85 @@
+"""`zooport list` and `zooport convert` (parity/cli.py adds `verify` and builds the one app)."""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import registry
+from .errors import ZooportError
+
+_WIDTH = None if sys.stdout.isatty() else 200  # rich folds at 80 columns when piped
+console = Console(stderr=True, width=_WIDTH)
+out = Console(width=_WIDTH)
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Port MXNet/Gluon checkpoints to PyTorch and prove the port faithful.")
+
+
+class Init(str, Enum):
+    random = "random"
+
+
+class Fmt(str, Enum):
+    safetensors = "safetensors"
+    pth = "pth"
+
+
+def fail(exc: ZooportError) -> None:
+    """One line, plus a hint line, non-zero exit."""
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    if exc.hint:
+        console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command("list")
+def list_models(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """The registered models with family, task and input size."""
+    specs = registry.specs()
+    if as_json:
+        out.print_json(json.dumps([{"name": s.name, "family": s.family, "task": s.task,
+                                    "input": list(s.preprocess.size), "layouts": list(s.rules),
+                                    "metrics": {m.name: m.value for m in s.metrics}} for s in specs]))
+        return
+    table = Table("model", "family", "task", "input", "source layouts", "published")
+    for s in specs:
+        table.add_row(s.name, s.family, s.task, "x".join(map(str, s.preprocess.size)), ", ".join(s.rules),
+                      ", ".join(f"{m.name} {m.value}" for m in s.metrics))
+    out.print(table)
+
+
+@app.command()
+def convert(model: str = typer.Argument(..., help="model name (see `zooport list`)"),
+            weights: Optional[Path] = typer.Option(None, "--weights", help="source checkpoint file"),
+            init: Optional[Init] = typer.Option(None, "--init", help="'random': seeded source weights built by the source framework"),
+            seed: int = typer.Option(0, "--seed", help="seed for --init random"),
+            out_dir: Optional[Path] = typer.Option(None, "--out", help="output directory [default: weights/]"),
+            fmt: Fmt = typer.Option(Fmt.safetensors, "--format", help="output format"),
+            download: bool = typer.Option(True, "--download/--no-download", help="allow fetching from the model store")) -> None:
+    """Convert MODEL; writes OUT/MODEL.safetensors (or .pth) and OUT/MODEL.json."""
+    from .pipeline import convert as run, default_out_dir
+    try:
+        with console.status(f"converting {model}"):
+            result = run(model, weights=weights, init=init.value if init else None, seed=seed, download=download)
+            wpath, mpath = result.write(out_dir or default_out_dir(), fmt.value)
+    except ZooportError as exc:
+        fail(exc)
+    counts = result.manifest["counts"]
+    console.print(f"[green]converted[/] {model} from {result.source.name} ({result.layout} layout): "
+                  f"{counts['mapped']} mapped, {counts['ignored']} ignored, {counts['default']} defaulted")
+    out.print(f"{wpath}\tsha256:{result.manifest['output']['sha256']}")
+    out.print(str(mpath))
+
+
+def main() -> None:  # pragma: no cover - the parity app is the real entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Comparison numbers and verdicts on synthetic tensors."""
+from __future__ import annotations
+
+import numpy as np
+
+from parity.compare import Comparison, diff, worst
+from parity.detection import match_image
+
+
+def test_diff_statistics_and_needed_tolerance():
+    ref = np.array([1.0, -2.0, 4.0])
+    got = ref + np.array([0.0, 0.0, 4e-4])
+    d = diff(ref, got, "x", "y", tol=1e-4)
+    assert abs(d.max_abs - 4e-4) < 1e-12 and d.scale == 4.0 and abs(d.needed - 1e-4) < 1e-12
+    assert d.passed and abs(d.max_rel - 1e-4) < 1e-9 and d.cosine > 0.999999
+    assert not diff(ref, ref + np.array([0, 0, 5e-4]), tol=1e-4).passed
+
+
+def test_floor_allowance_and_errors():
+    ref = np.ones(4)
+    d = diff(ref, ref + 3e-4, tol=1e-4)
+    assert not d.passed
+    d.floor = 1e-4  # measured fp32 noise of this activation: 4x of it is allowed
+    assert d.passed and d.allowed == 4e-4
+    assert diff(np.ones(3), np.ones(4)).error.startswith("shape")
+    assert "non-finite" in diff(np.ones(2), np.array([1, np.nan])).error
+
+
+def test_comparison_zero_pairs_fails_and_first_divergence():
+    assert not Comparison([])
+    ok, bad = diff(np.ones(2), np.ones(2), "a"), diff(np.ones(2), np.zeros(2), "b")
+    c = Comparison([ok, bad, diff(np.ones(2), np.zeros(2), "c")])
+    assert not c.passed and c.first_divergent.name == "b" and c.to_dict()["first_divergent"] == "b"
+    assert worst(ok, bad) is bad
+
+
+def _dets(rows):
+    a = np.array(rows, dtype=np.float32).reshape(-1, 6)
+    return a[:, :1], a[:, 1:2], a[:, 2:]
+
+
+def test_detection_match_identical_ties_and_mismatch():
+    ref = _dets([[1, .9, 0, 0, 10, 10], [2, .5, 5, 5, 9, 9], [3, .5, 1, 1, 2, 2], [-1, -1, -1, -1, -1, -1]])
+    same = match_image(ref, _dets([[1, .9, 0, 0, 10, 10], [3, .5, 1, 1, 2, 2], [2, .5, 5, 5, 9, 9], [-1] * 6]))
+    assert same.passed and same.identical == 3  # order inside a tie is free
+    tie = match_image(ref, _dets([[1, .9, 0, 0, 10, 10], [2, .5, 5, 5, 9, 9], [4, .5, 1, 1, 2, 2], [-1] * 6]))
+    assert tie.passed and tie.tie_explained == 2
+    wrong = match_image(ref, _dets([[1, .8, 0, 0, 10, 10], [2, .5, 5, 5, 9, 9], [3, .5, 1, 1, 2, 2], [-1] * 6]))
+    assert not wrong.passed and wrong.unexplained == 1
+    extra = match_image(ref, _dets([[1, .9, 0, 0, 10, 10], [2, .5, 5, 5, 9, 9], [3, .5, 1, 1, 2, 2], [5, .1, 0, 0, 1, 1]]))
+    assert not extra.passed
