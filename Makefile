@@ -28,14 +28,15 @@ verify: setup
 		$(if $(SEED),--seed $(SEED))
 
 # CI: unit tests and the parity suite, slow sweeps excluded.
+# ZOOPORT_REQUIRE_ORACLES: a missing mxnet/gluoncv is an error here, never a silent skip.
 test: setup
-	$(BIN)/python -m pytest tests parity -m "not slow"
+	ZOOPORT_REQUIRE_ORACLES=1 $(BIN)/python -m pytest tests parity -m "not slow"
 
 parity: setup
-	$(BIN)/python -m pytest parity -m "not slow"
+	ZOOPORT_REQUIRE_ORACLES=1 $(BIN)/python -m pytest parity -m "not slow"
 
 parity-full: setup
-	$(BIN)/python -m pytest tests parity
+	ZOOPORT_REQUIRE_ORACLES=1 $(BIN)/python -m pytest tests parity
 
 bench: setup
 	$(BIN)/python -m parity.bench

@@ -8,11 +8,21 @@ import numpy as np
 import pytest
 import torch
 
+import converters
+
 from converters.samples import sample_photos
 from parity.compare import DEFAULT_TOL
 from parity.verify import verify
 
 pytestmark = pytest.mark.oracle
+
+
+@pytest.mark.parametrize("name", converters.available())
+def test_registered_model_passes_parity(parity_report, name):
+    """Every registered model, by default: all layer pairs and the task check pass."""
+    report = parity_report(name)
+    assert report.passed, report.layers.first_divergent or report.detections or report.topk
+    assert len(report.layers.diffs) > 0
 
 
 def test_resnet50_v1_every_layer_within_1e4(parity_report):
