@@ -1,7 +1,6 @@
 """`python -m parity.bench --quick` end to end (fresh child processes, real MXNet): `make parity-full`."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -9,12 +8,8 @@ import pytest
 
 from parity import bench
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.oracle,
-    pytest.mark.skipif(importlib.util.find_spec("mxnet") is None or importlib.util.find_spec("gluoncv") is None,
-                       reason="the MXNet side of the benchmark needs mxnet and gluoncv"),
-]
+# `oracle`: the root conftest skips without mxnet/gluoncv (or fails, under ZOOPORT_REQUIRE_ORACLES=1)
+pytestmark = [pytest.mark.slow, pytest.mark.oracle]
 
 MODEL = "resnet50_v1"
 
