@@ -11,17 +11,24 @@ from typing import Iterable, Union
 
 
 @dataclass(frozen=True)
-class Rule:
-    """Rename a source tensor: ``re.fullmatch(pattern, name).expand(repl)`` is the target name."""
+class _Anchored:
+    """A compiled, ``^...$``-anchored pattern over tensor names."""
 
     pattern: str
-    repl: str
-    why: str
     regex: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_anchored(self.pattern)
+        if not (self.pattern.startswith("^") and self.pattern.endswith("$")):
+            raise ValueError(f"rule pattern must be anchored with ^...$: {self.pattern!r}")
         object.__setattr__(self, "regex", re.compile(self.pattern))
+
+
+@dataclass(frozen=True)
+class Rule(_Anchored):
+    """Rename a source tensor: ``re.fullmatch(pattern, name).expand(repl)`` is the target name."""
+
+    repl: str
+    why: str
 
     def apply(self, name: str) -> str | None:
         m = self.regex.fullmatch(name)
@@ -29,41 +36,24 @@ class Rule:
 
 
 @dataclass(frozen=True)
-class Ignore:
+class Ignore(_Anchored):
     """Consume a source tensor on purpose, e.g. training-only state; the reason goes in the report."""
 
-    pattern: str
     why: str
-    regex: re.Pattern = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        _check_anchored(self.pattern)
-        object.__setattr__(self, "regex", re.compile(self.pattern))
 
     def apply(self, name: str) -> bool:
         return self.regex.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
-class Default:
+class Default(_Anchored):
     """Fill target tensors that have no source counterpart (e.g. torch's BatchNorm step counter)."""
 
-    pattern: str
     value: float
     why: str
-    regex: re.Pattern = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        _check_anchored(self.pattern)
-        object.__setattr__(self, "regex", re.compile(self.pattern))
 
 
 Entry = Union[Rule, Ignore]
-
-
-def _check_anchored(pattern: str) -> None:
-    if not (pattern.startswith("^") and pattern.endswith("$")):
-        raise ValueError(f"rule pattern must be anchored with ^...$: {pattern!r}")
 
 
 def digest(entries: Iterable[Rule | Ignore | Default], fixup_names: Iterable[str] = ()) -> str:
