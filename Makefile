@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.zooport-installed
 MODEL ?= ssd_512_resnet50_v1_voc
 
-.PHONY: setup convert verify test parity parity-full bench clean
+.PHONY: setup convert verify test parity parity-full bench readme clean
 
 setup: $(STAMP)
 
@@ -40,6 +40,10 @@ parity-full: setup
 
 bench: setup
 	$(BIN)/python -m parity.bench
+
+# README's supported-model table, from the registry and reports/parity/*.json of the last parity run
+readme: setup
+	$(BIN)/python -m parity.summary
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

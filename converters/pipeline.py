@@ -70,7 +70,7 @@ def convert(name: str, weights: str | Path | None = None, init: str | None = Non
     if layout not in spec.rules:
         raise MappingError(name, [f"{path.name}: source layout {layout!r} has no rules "
                                   f"(supported: {', '.join(spec.rules)})"])
-    module = spec.build()
+    module = build_target(spec, target_shapes(tensors, spec.rules[layout]))
     state, rows = map_tensors(name, tensors, module, spec.rules[layout], spec.fixups, spec.defaults)
     load_into(module, state)
     result = ConversionResult(spec, module, state, rows, path, layout, seed if init else None)
@@ -92,15 +92,40 @@ def _manifest(r: ConversionResult, source_sha256: str) -> dict:
             "counts": counts, "mapping": [row.to_dict() for row in r.mapping]}
 
 
-def load(name: str, path: str | Path, **build_kwargs) -> nn.Module:
-    """A converted file -> the eval-mode target module (strict: every tensor must be present)."""
+def target_shapes(tensors: Mapping[str, np.ndarray], rules) -> dict[str, tuple[int, ...]]:
+    """{target name: source shape} by the rename rules alone (unmatched names are left to the
+    engine, which reports them); what a shape-derived builder needs before any module exists."""
+    out = {}
+    for name, arr in tensors.items():
+        for entry in rules:
+            hit = entry.apply(name)
+            if hit:
+                if isinstance(hit, str):
+                    out[hit] = tuple(arr.shape)
+                break
+    return out
+
+
+def build_target(spec: ModelSpec, shapes: Mapping[str, tuple[int, ...]]) -> nn.Module:
+    return spec.build_from_shapes(shapes) if spec.build_from_shapes else spec.build()
+
+
+def load(name: str, path: str | Path, target: str = "zooport") -> nn.Module:
+    """A converted file -> an eval-mode module (strict: every tensor must be present).
+    ``target="torchvision"`` returns the equal torchvision.models module where one exists."""
     from .io.writer import read_weights
     spec = registry.get(name)
     state, meta = read_weights(Path(path))
     if meta.get("model", name) != name:
         raise ZooportError(f"{path}: holds weights for {meta['model']!r}, not {name!r}")
-    module = spec.build(**build_kwargs) if build_kwargs else spec.build()
-    return load_into(module, state)
+    if target == "zooport":
+        return load_into(build_target(spec, {k: tuple(v.shape) for k, v in state.items()}), state)
+    if target != "torchvision":
+        raise ZooportError(f"unknown target {target!r} (use 'zooport' or 'torchvision')")
+    if spec.torchvision is None:
+        raise ZooportError(f"{name} has no torchvision equivalent (its architecture differs)")
+    rename = spec.torchvision_key or (lambda k: k)
+    return load_into(spec.torchvision(), {rename(k): v for k, v in state.items()})
 
 
 def default_out_dir() -> Path:

@@ -21,7 +21,7 @@ FRAMEWORK_PACKAGES = ("converters.gluon",)  # paddle and detectron join here
 class Preprocess:
     """The input contract of a checkpoint, as data (parity/preprocess.py executes it)."""
 
-    preset: str  # gluoncv task preset: "imagenet", "ssd", ...
+    preset: str  # gluoncv task preset: "imagenet", "cifar", "ssd", ...
     size: tuple[int, int]  # network input (H, W)
     resize: str  # "short-side" (keep ratio, then crop) | "exact" (stretch to size)
     resize_short: int | None = None
@@ -32,6 +32,18 @@ class Preprocess:
     scale: float = 1 / 255
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # gluoncv's CIFAR scripts
+
+
+def imagenet_eval(size: int = 224) -> Preprocess:
+    """gluoncv ImageNet eval: short side to ceil(size / 0.875), centre crop ``size``."""
+    return Preprocess("imagenet", (size, size), "short-side", resize_short=-(-size * 8 // 7), crop="center-floor")
+
+
+def cifar_eval() -> Preprocess:
+    return Preprocess("cifar", (32, 32), "none", crop="none", mean=CIFAR_MEAN, std=CIFAR_STD)
 
 
 @dataclass(frozen=True)
@@ -65,6 +77,13 @@ class ModelSpec:
     seed_output_std: Mapping[str, float] = field(default_factory=dict)
     tolerance: float = 1e-4  # max abs error / max |reference| allowed per layer pair
     notes: Sequence[str] = field(default_factory=tuple)
+    # targets whose widths vary per checkpoint (pruned nets): build from {target name: shape}
+    build_from_shapes: Callable[[Mapping[str, tuple[int, ...]]], nn.Module] | None = None
+    # the torchvision module with the same architecture, and our state-dict key -> its key
+    torchvision: Callable[[], nn.Module] | None = None
+    torchvision_key: Callable[[str], str] | None = None
+    slow: bool = False  # parity sweep only in `make parity-full` (too big for CI's budget)
+    parity_images: int = 3  # photographs in the CI parity sweep
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

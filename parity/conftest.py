@@ -1,7 +1,10 @@
-"""Shared, session-scoped conversions and parity reports (seeded weights: no download needed)."""
+"""Shared, session-scoped conversions and parity reports (seeded weights: no download needed).
+Each report's summary is written to reports/parity/<model>.json (the README table is built from them)."""
 from __future__ import annotations
 
 import pytest
+
+from parity.summary import write_summary
 
 
 @pytest.fixture(scope="session")
@@ -19,12 +22,15 @@ def converted():
 
 @pytest.fixture(scope="session")
 def parity_report(converted):
-    """name -> ParityReport on all sample photographs, computed once per session."""
+    """name -> ParityReport on the model's first ``parity_images`` photographs, once per session."""
+    from converters.samples import sample_photos
     from parity.verify import verify
     cache: dict = {}
 
     def get(name: str):
         if name not in cache:
-            cache[name] = verify(name, result=converted(name))
+            result = converted(name)
+            cache[name] = verify(name, result=result, images=sample_photos()[: result.spec.parity_images])
+            write_summary(cache[name], result)
         return cache[name]
     return get

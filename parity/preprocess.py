@@ -39,6 +39,13 @@ def _mxnet(img: np.ndarray, spec: Preprocess) -> np.ndarray:
     if spec.preset == "ssd":
         t = presets.ssd.SSDDefaultValTransform(spec.size[1], spec.size[0], mean=spec.mean, std=spec.std)
         return t(src, np.zeros((0, 5), dtype=np.float32))[0].asnumpy()
+    if spec.preset == "cifar":
+        # gluoncv's CIFAR scripts: ToTensor + Normalize on 32x32 images; a photograph stands in for
+        # a CIFAR image after an area resize (CIFAR images come at 32x32, so no resize is gluoncv's)
+        import cv2
+        small = mx.nd.array(cv2.resize(img, spec.size[::-1], interpolation=cv2.INTER_AREA), dtype="uint8")
+        t = mx.gluon.data.vision.transforms
+        return t.Compose([t.ToTensor(), t.Normalize(spec.mean, spec.std)])(small).asnumpy()
     raise ZooportError(f"variant 'mxnet' has no transform for preset {spec.preset!r}")
 
 

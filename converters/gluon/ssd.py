@@ -90,6 +90,7 @@ register(ModelSpec(
     source_model="ssd_512_resnet50_v1_voc", extra_pairs=_PAIRS,
     seed_output_std={"class_predictors": 2.0, "box_predictors": 0.5},
     metrics=(Metric("mAP", 80.1, "VOC2007 test", "gluon-cv model zoo"),),
+    parity_images=6,
     notes=("Extra-layer BNs: eps 1e-3 and fix_gamma=True (MXNet symbol defaults).",
            "Post-processing: MXNet box_nms (valid 0.01, topk 400, IoU 0.45, per class, 100 kept)."),
 ))

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import converters
+import converters.registry
 
 from converters.samples import sample_photos
 from parity.compare import DEFAULT_TOL
@@ -17,7 +18,8 @@ from parity.verify import verify
 pytestmark = pytest.mark.oracle
 
 
-@pytest.mark.parametrize("name", converters.available())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if converters.registry.get(n).slow else [])
+                                  for n in converters.available()])
 def test_registered_model_passes_parity(parity_report, name):
     """Every registered model, by default: all layer pairs and the task check pass."""
     report = parity_report(name)

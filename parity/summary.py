@@ -1,0 +1,58 @@
+"""One-line-per-model parity summaries (reports/parity/<model>.json) and the README table built
+from the registry and those summaries."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from converters import registry
+from converters.io.writer import write_json
+from converters.sources import ROOT
+
+SUMMARY_DIR = ROOT / "reports" / "parity"
+MARK_START, MARK_END = "<!-- models:start -->", "<!-- models:end -->"
+
+
+def write_summary(report, result, out_dir: Path = SUMMARY_DIR) -> Path:
+    diffs = report.layers.diffs
+    task = (f"top-5 identical {report.topk['identical']}/{report.topk['images']}" if report.topk else
+            f"{report.detections.identical}/{report.detections.reference} detections identical")
+    summary = {"model": report.model, "passed": report.passed, "pairs": len(diffs),
+               "params": sum(p.numel() for p in result.module.parameters()),
+               "max_needed": max(d.needed for d in diffs), "max_ratio": max(d.needed / d.allowed for d in diffs),
+               "above_1e-4": sum(d.needed > 1e-4 for d in diffs), "images": len(report.images),
+               "seeded": result.seed is not None, "task_check": task}
+    path = Path(out_dir) / f"{report.model}.json"
+    write_json(path, summary)
+    return path
+
+
+def table(summary_dir: Path = SUMMARY_DIR) -> str:
+    rows = ["| model | family | input | parameters | layer pairs | max normalised error | task check | verdict |",
+            "|---|---|---|---:|---:|---:|---|---|"]
+    for spec in registry.specs():
+        path = Path(summary_dir) / f"{spec.name}.json"
+        size = "x".join(map(str, spec.preprocess.size))
+        if not path.exists():
+            rows.append(f"| {spec.name} | {spec.family} | {size} | | | | | not run{' (slow: parity-full)' if spec.slow else ''} |")
+            continue
+        s = json.loads(path.read_text())
+        verdict = "pass" if s["passed"] else "FAIL"
+        if s["above_1e-4"]:
+            verdict += f" ({s['above_1e-4']} pairs within their fp32 floor)"
+        rows.append(f"| {spec.name} | {spec.family} | {size} | {s['params'] / 1e6:.1f}M | {s['pairs']} | "
+                    f"{s['max_needed']:.1e} | {s['task_check']} on {s['images']} photos | {verdict} |")
+    return "\n".join(rows)
+
+
+def update_readme(readme: Path = ROOT / "README.md") -> None:
+    text = readme.read_text()
+    pattern = re.compile(re.escape(MARK_START) + r".*?" + re.escape(MARK_END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{readme}: no {MARK_START} ... {MARK_END} section")
+    readme.write_text(pattern.sub(lambda _: f"{MARK_START}\n{table()}\n{MARK_END}", text))
+
+
+if __name__ == "__main__":
+    update_readme()
