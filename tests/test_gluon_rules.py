@@ -116,8 +116,11 @@ ENUMERATIONS = {
 }
 
 
-def test_every_registered_layout_is_enumerated():
-    registered = {(s.name, layout) for s in registry.specs() for layout in s.rules}
+def test_every_layout_of_the_foundation_models_is_enumerated():
+    # other families enumerate their own names; parity/tests/test_export.py covers every model's
+    # export layout with names MXNet itself writes
+    foundation = {"resnet50_v1", "ssd_512_resnet50_v1_voc"}
+    registered = {(s.name, layout) for s in registry.specs() if s.name in foundation for layout in s.rules}
     assert registered == set(ENUMERATIONS)
 
 

@@ -1,0 +1,37 @@
+"""Every registered model's *export* rule table, on names MXNet itself writes: the seeded net is
+exported by MXNet (arg:/aux: symbol names, fresh instance counters) and must convert to exactly the
+weights its save_parameters layout converts to."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import converters
+from converters import registry
+
+pytestmark = pytest.mark.oracle
+
+
+def _params():
+    return [pytest.param(n, marks=[pytest.mark.slow] if registry.get(n).slow else []) for n in converters.available()]
+
+
+@pytest.mark.parametrize("name", _params())
+def test_export_layout_converts_to_the_same_weights(converted, name, tmp_path):
+    from converters.frameworks import import_gluoncv, import_mxnet
+    mx, gcv = import_mxnet(), import_gluoncv()
+    ref = converted(name)
+    spec = ref.spec
+    if "export" not in spec.rules:
+        pytest.fail(f"{name} registers no export-layout rules")
+    kwargs = {"pretrained_base": False} if spec.task == "detection" else {}
+    net = gcv.model_zoo.get_model(spec.source_model, pretrained=False, **kwargs)
+    net.load_parameters(str(ref.source))
+    net.hybridize()
+    net(mx.nd.zeros((1, 3, *spec.preprocess.size)))
+    net.export(str(tmp_path / "m"))
+    exported = converters.convert(name, weights=tmp_path / "m-0000.params")
+    assert exported.layout == "export"
+    assert exported.state_dict.keys() == ref.state_dict.keys()
+    different = [k for k in ref.state_dict if not torch.equal(exported.state_dict[k], ref.state_dict[k])]
+    assert not different, different[:5]
