@@ -49,7 +49,9 @@ def _print(report) -> None:
     first = report.layers.first_divergent
     out.print(f"first divergent layer: {first.name if first is not None else 'none'}")
     if report.topk:
-        out.print(f"top-{report.topk['k']} identical on {report.topk['identical']}/{report.topk['images']} images")
+        t = report.topk
+        out.print(f"top-{t['k']} identical on {t['identical']}/{t['images']} images, {t['tie_explained']} differing "
+                  f"only inside logit ties (<= {t['tie_tol']:.1e}), {t['unexplained']} unexplained")
     if report.detections is not None:
         d, tol = report.detections, report.detection_tol
         out.print(f"detections: {d.identical}/{d.reference} identical, {d.tie_explained} in score ties, "

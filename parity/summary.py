@@ -16,7 +16,9 @@ MARK_START, MARK_END = "<!-- models:start -->", "<!-- models:end -->"
 
 def write_summary(report, result, out_dir: Path = SUMMARY_DIR) -> Path:
     diffs = report.layers.diffs
-    task = (f"top-5 identical {report.topk['identical']}/{report.topk['images']}" if report.topk else
+    task = (f"top-5 identical {report.topk['identical']}/{report.topk['images']}"
+            + (f" (+{report.topk['tie_explained']} in logit ties)" if report.topk["tie_explained"] else "")
+            if report.topk else
             f"{report.detections.identical}/{report.detections.reference} detections identical")
     summary = {"model": report.model, "passed": report.passed, "pairs": len(diffs),
                "params": sum(p.numel() for p in result.module.parameters()),

@@ -30,13 +30,13 @@ class ParityReport:
     variant: str
     layers: Comparison
     outputs: list[TensorDiff] = field(default_factory=list)
-    topk: dict | None = None  # classification: identical top-5 per image
+    topk: dict | None = None  # classification: top-5 order per image (identical / tie-explained)
     detections: DetectionMatch | None = None
     detection_tol: dict | None = None
 
     @property
     def passed(self) -> bool:
-        task_ok = (self.topk is None or self.topk["identical"] == self.topk["images"]) and (
+        task_ok = (self.topk is None or self.topk["unexplained"] == 0) and (
             self.detections is None or self.detections.passed)
         return self.layers.passed and all(d.passed for d in self.outputs) and task_ok
 
@@ -70,7 +70,8 @@ def layer_pairs(result: ConversionResult, oracle) -> list[tuple[str, str]]:
         point = oracle.capture_point(row.source)
         if pairs.setdefault(target, point) != point:
             raise ParityError(f"{target} takes tensors from two source layers: {pairs[target]} and {point}")
-    pairs.update({t: s for s, t in result.spec.extra_pairs})
+    if result.layout == "gluon":  # explicit pairs name Gluon block paths; an imported export has none
+        pairs.update({t: s for s, t in result.spec.extra_pairs})
     if not pairs:
         raise ParityError(f"{result.spec.name}: no layer pairs to compare")
     return [(s, t) for t, s in pairs.items()]
@@ -92,6 +93,7 @@ class _Runs:
 
     ref_out: Any
     got_out: Any
+    exact_out: Any  # converted module in float64
     ref: dict
     got: dict
     exact: dict
@@ -101,8 +103,8 @@ class _Runs:
 def _run_image(result: ConversionResult, oracle, module64, pairs, x: np.ndarray) -> _Runs:
     ref_out, ref = oracle.run(x, [s for s, _ in pairs])
     got_out, got, fired = run_torch(result.module, x, [t for _, t in pairs])
-    _, exact, _ = run_torch(module64, x.astype(np.float64), [t for _, t in pairs])
-    return _Runs(ref_out, got_out, ref, got, exact, fired)
+    exact_out, exact, _ = run_torch(module64, x.astype(np.float64), [t for _, t in pairs])
+    return _Runs(ref_out, got_out, exact_out, ref, got, exact, fired)
 
 
 def _detection_tol(runs: list[_Runs]) -> dict:
@@ -112,6 +114,25 @@ def _detection_tol(runs: list[_Runs]) -> dict:
     box = max(float(np.abs(r.got["box_decoder"] - r.exact["box_decoder"]).max()) for r in runs)
     return {"score": max(SCORE_TOL, FLOOR_FACTOR * prob), "box": max(BOX_TOL, FLOOR_FACTOR * box),
             "score_floor": prob, "box_floor": box}
+
+
+def topk_check(runs: list[_Runs], k: int = 5) -> dict:
+    """Top-k class order per image: identical, or differing only between classes whose reference
+    logits are within FLOOR_FACTOR x the measured fp32 noise of the logits (a tie no fp32
+    implementation can order reliably)."""
+    noise = max(float(np.abs(r.got_out - r.exact_out).max()) for r in runs)
+    tie = FLOOR_FACTOR * noise
+    out = {"images": len(runs), "k": k, "identical": 0, "tie_explained": 0, "unexplained": 0, "tie_tol": tie}
+    for r in runs:
+        ref, got = r.ref_out[0], r.got_out[0]
+        a, b = np.argsort(-ref, kind="stable")[:k], np.argsort(-got, kind="stable")[:k]
+        if np.array_equal(a, b):
+            out["identical"] += 1
+        elif all(abs(ref[i] - ref[j]) <= tie for i, j in zip(a, b) if i != j):
+            out["tie_explained"] += 1
+        else:
+            out["unexplained"] += 1
+    return out
 
 
 def verify(name: str, weights: str | Path | None = None, init: str | None = None, seed: int = 0,
@@ -147,8 +168,7 @@ def _report(result: ConversionResult, pairs, names: list[str], runs: list[_Runs]
         for run in runs:
             d = diff(run.ref_out, run.got_out, "output", "output", spec.tolerance)
             report.outputs = [worst(report.outputs[0] if report.outputs else None, d)]
-        same = sum(np.array_equal(np.argsort(-r.ref_out[0])[:5], np.argsort(-r.got_out[0])[:5]) for r in runs)
-        report.topk = {"images": len(runs), "identical": int(same), "k": 5}
+        report.topk = topk_check(runs)
     else:
         tol = _detection_tol(runs)
         report.detection_tol = tol

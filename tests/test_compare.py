@@ -49,3 +49,19 @@ def test_detection_match_identical_ties_and_mismatch():
     assert not wrong.passed and wrong.unexplained == 1
     extra = match_image(ref, _dets([[1, .9, 0, 0, 10, 10], [2, .5, 5, 5, 9, 9], [3, .5, 1, 1, 2, 2], [5, .1, 0, 0, 1, 1]]))
     assert not extra.passed
+
+
+def test_topk_check_identical_tie_and_unexplained():
+    from parity.verify import _Runs, topk_check
+
+    def run(ref, got, noise=1e-4):  # the fp64 run sits next to the converted fp32 one
+        ref, got = np.array([ref]), np.array([got])
+        return _Runs(ref, got, got + noise, {}, {}, {}, [])
+    ref = [5.0, 4.0, 3.0, 2.0, 1.0005, 1.0]
+    assert topk_check([run(ref, ref)])["identical"] == 1
+    tie = topk_check([run(ref, [5.0, 4.0, 3.0, 2.0, 0.9999, 1.0])])
+    assert tie["unexplained"] == 1  # 5e-4 apart is more than 4 x 1e-4 of noise: a real swap
+    tie = topk_check([run(ref, [5.0, 4.0, 3.0, 2.0, 0.9999, 1.0], noise=2e-4)])
+    assert tie["tie_explained"] == 1 and tie["unexplained"] == 0  # within 4 x 2e-4: a tie
+    far = topk_check([run(ref, [5.0, 4.0, 1.0, 2.0, 3.0, 0.0])])
+    assert far["unexplained"] == 1
