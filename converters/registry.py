@@ -23,7 +23,7 @@ class Preprocess:
 
     preset: str  # gluoncv task preset: "imagenet", "cifar", "ssd", ...
     size: tuple[int, int]  # network input (H, W)
-    resize: str  # "short-side" (keep ratio, then crop) | "exact" (stretch to size)
+    resize: str  # "short-side" (keep ratio, then crop) | "exact" (stretch to size) | "none" (CIFAR)
     resize_short: int | None = None
     interp: str = "bilinear"  # OpenCV name; "mxnet-9" = bicubic up / area down / else bilinear
     crop: str = "center-floor"  # "center-floor" | "none"

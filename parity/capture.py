@@ -19,7 +19,7 @@ INPUT_MARK = "#"  # "<module>#in" captures the module's first input instead of i
 def to_numpy(value: Any) -> np.ndarray | tuple[np.ndarray, ...]:
     if isinstance(value, (tuple, list)):
         return tuple(to_numpy(v) for v in value)  # type: ignore[misc]
-    return value.detach().cpu().numpy()
+    return value.detach().cpu().numpy().copy()  # own the data: a later in-place op would rewrite it
 
 
 def run_torch(module: nn.Module, x: np.ndarray, points: Sequence[str]) -> tuple[Any, Captured, list[str]]:
@@ -28,12 +28,17 @@ def run_torch(module: nn.Module, x: np.ndarray, points: Sequence[str]) -> tuple[
     captured: Captured = {}
     order: list[str] = []
     handles = []
+    def keep(point: str, value: Any) -> None:  # hooks must return None, or they replace tensors
+        captured[point] = to_numpy(value)
+        order.append(point)
+
     for point in dict.fromkeys(points):
         path, _, which = point.partition(INPUT_MARK)
-        def hook(_m, inp, out, point=point, which=which):
-            captured[point] = to_numpy(inp[0] if which == "in" else out)
-            order.append(point)
-        handles.append(module.get_submodule(path).register_forward_hook(hook))
+        sub = module.get_submodule(path)
+        if which == "in":  # before the module runs: an in-place module rewrites its input
+            handles.append(sub.register_forward_pre_hook(lambda _m, inp, p=point: keep(p, inp[0])))
+        else:
+            handles.append(sub.register_forward_hook(lambda _m, _i, out, p=point: keep(p, out)))
     try:
         with torch.inference_mode():
             out = module(torch.from_numpy(np.ascontiguousarray(x)))

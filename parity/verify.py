@@ -166,7 +166,7 @@ def _report(result: ConversionResult, pairs, names: list[str], runs: list[_Runs]
     report = ParityReport(spec.name, source, names, variant, layers)
     if spec.task == "classification":
         for run in runs:
-            d = diff(run.ref_out, run.got_out, "output", "output", spec.tolerance)
+            d = _diffs("output", "output", run.ref_out, run.got_out, run.exact_out, spec.tolerance)[0]
             report.outputs = [worst(report.outputs[0] if report.outputs else None, d)]
         report.topk = topk_check(runs)
     else:

@@ -66,7 +66,16 @@ def test_weights_record_is_well_formed(spec, monkeypatch):
     url = urlparse(w.url)
     assert url.scheme == "https" and url.netloc and url.path.endswith(f"{w.name}-{w.sha1[:8]}.zip")
     assert w.filename == f"{w.name}-{w.sha1[:8]}.params"
-    assert w.name == spec.source_model
+
+
+@pytest.mark.oracle
+def test_weights_record_matches_gluoncv_model_store(spec):
+    """Store name and sha1 are gluoncv's own (pruned nets keep legacy store names)."""
+    from converters.frameworks import import_gluoncv
+    import_gluoncv()
+    from gluoncv.model_zoo import model_store
+    w = spec.weights()
+    assert model_store._model_sha1.get(w.name) == w.sha1, (spec.name, w.name)
 
 
 def test_weights_url_follows_the_mirror(spec, monkeypatch):
@@ -79,7 +88,7 @@ def test_preprocess_and_metrics(spec):
     assert isinstance(p, Preprocess)
     assert len(p.size) == 2 and all(isinstance(v, int) and v > 0 for v in p.size)
     assert len(p.mean) == 3 and len(p.std) == 3 and all(s > 0 for s in p.std)
-    assert p.resize in ("short-side", "exact") and p.crop in ("center-floor", "none")
+    assert p.resize in ("short-side", "exact", "none") and p.crop in ("center-floor", "none")
     if p.resize == "short-side":
         assert p.resize_short is not None and p.resize_short >= max(p.size)
     assert len(spec.metrics) >= 1

@@ -18,7 +18,7 @@ import numpy as np
 from ..frameworks import import_gluoncv, import_mxnet
 from ..samples import sample_photos
 
-SEED_FORMAT = 6  # bump when the recipe changes: cached seeded files are keyed on it
+SEED_FORMAT = 7  # bump when the recipe changes: cached seeded files are keyed on it
 
 
 def calibration_images(size: tuple[int, int]) -> np.ndarray:
@@ -132,9 +132,12 @@ def _randomise_affine(net, rng: np.random.Generator, mx) -> None:
 
 
 def _scramble_fixed_gamma(net, rng: np.random.Generator, mx) -> None:
-    """BatchNorm nodes with fix_gamma=True (the symbol op's default) read gamma as 1; store a random
-    gamma anyway, so a converter that copies it is caught by parity."""
+    """BatchNorms with fix_gamma=True (the symbol op's default; Gluon's BatchNorm(scale=False)) read
+    gamma as 1, and MXNet writes 1 back on every forward; store a random gamma anyway, after the last
+    forward, so a converter that copies it is caught by parity."""
     for block in _walk(net):
+        if isinstance(block, mx.gluon.nn.BatchNorm) and block._kwargs.get("fix_gamma"):
+            block.gamma.set_data(mx.nd.array(rng.uniform(0.5, 1.5, block.gamma.shape).astype(np.float32)))
         if not isinstance(block, mx.gluon.SymbolBlock):
             continue
         nodes = json.loads(block._cached_graph[1].tojson())["nodes"]
