@@ -10,6 +10,8 @@ from converters import registry
 from converters.io.writer import write_json
 from converters.sources import ROOT
 
+from .selection import slow
+
 SUMMARY_DIR = ROOT / "reports" / "parity"
 MARK_START, MARK_END = "<!-- models:start -->", "<!-- models:end -->"
 
@@ -37,10 +39,10 @@ def table(summary_dir: Path = SUMMARY_DIR) -> str:
         path = Path(summary_dir) / f"{spec.name}.json"
         size = "x".join(map(str, spec.preprocess.size))
         if not path.exists():
-            rows.append(f"| {spec.name} | {spec.family} | {size} | | | | | not run{' (slow: parity-full)' if spec.slow else ''} |")
+            rows.append(f"| {spec.name} | {spec.family} | {size} | | | | | not run{' (parity-full only)' if slow(spec.name) else ''} |")
             continue
         s = json.loads(path.read_text())
-        verdict = "pass" if s["passed"] else "FAIL"
+        verdict = ("pass" if s["passed"] else "FAIL") + (" (parity-full)" if slow(spec.name) else "")
         if s["above_1e-4"]:
             verdict += f" ({s['above_1e-4']} pairs within their fp32 floor)"
         rows.append(f"| {spec.name} | {spec.family} | {size} | {s['params'] / 1e6:.1f}M | {s['pairs']} | "

@@ -3,6 +3,8 @@ the numeric conventions each port relies on, and the torchvision targets."""
 from __future__ import annotations
 
 import pytest
+
+from parity.selection import slow
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -224,7 +226,7 @@ def test_avg_pool_counts_padding_like_mxnet():
 
 @pytest.mark.oracle
 @pytest.mark.parametrize("name", ["vgg16_bn", "alexnet", "squeezenet1.0", "squeezenet1.1", "densenet121",
-                                  "densenet161", "inceptionv3"])
+                                  "inceptionv3"])  # densenet161: same definition as 121, in parity-full via the sweep
 def test_both_layouts_map_gluoncv_names_onto_the_same_targets(name):
     """Every parameter of gluoncv's own net: its structural key (save_parameters) and its symbol
     name (export) land on the same target tensor, and together they fill the target."""
@@ -251,7 +253,7 @@ def test_both_layouts_map_gluoncv_names_onto_the_same_targets(name):
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if registry.get(n).slow else [])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if slow(n) else [])
                                   for n in CLASSIC])
 def test_torchvision_target_equals_the_conversion(tmp_path, name):
     spec = registry.get(name)

@@ -8,6 +8,8 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
+from parity.selection import slow
 import torch
 from torch import nn
 
@@ -341,7 +343,7 @@ def test_torchvision_twins_are_torchvisions_own_factories():
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if registry.get(n).slow else [])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if slow(n) else [])
                                   for n in PLAIN])
 def test_load_as_torchvision_equals_zooport(tmp_path, name):
     weights, _ = converters.convert(name, init="random").write(tmp_path)

@@ -7,16 +7,12 @@ import pytest
 import torch
 
 import converters
-from converters import registry
+from parity.selection import sweep_params
 
 pytestmark = pytest.mark.oracle
 
 
-def _params():
-    return [pytest.param(n, marks=[pytest.mark.slow] if registry.get(n).slow else []) for n in converters.available()]
-
-
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", sweep_params())
 def test_export_layout_converts_to_the_same_weights(converted, name, tmp_path):
     from converters.frameworks import import_gluoncv, import_mxnet
     mx, gcv = import_mxnet(), import_gluoncv()

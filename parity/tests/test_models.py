@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import converters
-import converters.registry
+from parity.selection import sweep_params
 
 from converters.samples import sample_photos
 from parity.compare import DEFAULT_TOL
@@ -18,8 +17,7 @@ from parity.verify import verify
 pytestmark = pytest.mark.oracle
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if converters.registry.get(n).slow else [])
-                                  for n in converters.available()])
+@pytest.mark.parametrize("name", sweep_params())
 def test_registered_model_passes_parity(parity_report, name):
     """Every registered model, by default: all layer pairs and the task check pass."""
     report = parity_report(name)

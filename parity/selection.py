@@ -1,0 +1,26 @@
+"""Which models the CI parity sweep runs. Policy: a model leaves CI (runs in `make parity-full`)
+when it has more than 40M parameters or more than 125 conv/linear layers, unless it is the CI
+representative of a family with no smaller member (vgg16, alexnet, darknet53). Measured cost is
+~45 s per model on a fresh clone (seeded build + parity + export check) on 2 cores."""
+from __future__ import annotations
+
+from converters import registry
+
+PARITY_FULL_ONLY = frozenset({
+    "vgg11", "vgg13", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",       # > 130M params
+    "resnet101_v1", "resnet101_v1b", "resnet101_v1c", "resnet101_v1d", "resnet101_v2",  # > 44M
+    "resnet152_v1", "resnet152_v1b", "resnet152_v1c", "resnet152_v1d", "resnet152_v2",  # > 60M
+    "resnet101_v1d_0.76", "resnet101_v1d_0.73",
+    "densenet161", "densenet169", "densenet201",                                       # > 125 layers
+    "cifar_resnext29_16x64d",                                                           # 68M
+})
+
+
+def slow(name: str) -> bool:
+    return registry.get(name).slow or name in PARITY_FULL_ONLY
+
+
+def sweep_params():
+    """pytest params over the registry, parity-full-only models marked slow."""
+    import pytest
+    return [pytest.param(n, marks=[pytest.mark.slow] if slow(n) else []) for n in registry.names()]
