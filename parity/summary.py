@@ -44,7 +44,8 @@ def table(summary_dir: Path = SUMMARY_DIR) -> str:
         s = json.loads(path.read_text())
         verdict = ("pass" if s["passed"] else "FAIL") + (" (parity-full)" if slow(spec.name) else "")
         if s["above_1e-4"]:
-            verdict += f" ({s['above_1e-4']} pairs within their fp32 floor)"
+            n = s["above_1e-4"]
+            verdict += f" ({n} pair{'s' if n > 1 else ''} above 1e-4, within {'their' if n > 1 else 'its'} fp32 floor)"
         rows.append(f"| {spec.name} | {spec.family} | {size} | {s['params'] / 1e6:.1f}M | {s['pairs']} | "
                     f"{s['max_needed']:.1e} | {s['task_check']} on {s['images']} photos | {verdict} |")
     return "\n".join(rows)
