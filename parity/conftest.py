@@ -9,15 +9,21 @@ from parity.summary import write_summary
 
 @pytest.fixture(scope="session")
 def converted():
-    """name -> ConversionResult from seeded source weights (seed 0), built once per session."""
+    """name -> ConversionResult from seeded source weights (seed 0). Only the most recent few are
+    kept: a result holds the module and its state dict, and the full sweep has >100 GB of them."""
     from converters import convert
     cache: dict = {}
 
     def get(name: str):
         if name not in cache:
+            while len(cache) >= KEEP:
+                cache.pop(next(iter(cache)))
             cache[name] = convert(name, init="random", seed=0)
         return cache[name]
     return get
+
+
+KEEP = 2  # tests of one model ask for it back to back (sweep, then its negative/export checks)
 
 
 @pytest.fixture(scope="session")
