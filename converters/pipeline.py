@@ -70,7 +70,9 @@ def convert(name: str, weights: str | Path | None = None, init: str | None = Non
     if layout not in spec.rules:
         raise MappingError(name, [f"{path.name}: source layout {layout!r} has no rules "
                                   f"(supported: {', '.join(spec.rules)})"])
-    module = build_target(spec, target_shapes(tensors, spec.rules[layout]))
+    # only shape-derived (pruned) targets need the renamed shapes; the engine renames again anyway
+    shapes = target_shapes(tensors, spec.rules[layout]) if spec.build_from_shapes else {}
+    module = build_target(spec, shapes)
     state, rows = map_tensors(name, tensors, module, spec.rules[layout], spec.fixups, spec.defaults)
     load_into(module, state)
     result = ConversionResult(spec, module, state, rows, path, layout, seed if init else None)
