@@ -15,9 +15,9 @@ def convert(name, weights=None, init=None, seed=0, **kwargs):
     return _convert(name, weights=weights, init=init, seed=seed, **kwargs)
 
 
-def load(name, path, target="zooport"):
+def load(name, path, target="zooport", nms=None):
     from .pipeline import load as _load
-    return _load(name, path, target=target)
+    return _load(name, path, target=target, nms=nms)
 
 
 __all__ = ["available", "convert", "load", "__version__"]

@@ -112,18 +112,28 @@ def build_target(spec: ModelSpec, shapes: Mapping[str, tuple[int, ...]]) -> nn.M
     return spec.build_from_shapes(shapes) if spec.build_from_shapes else spec.build()
 
 
-def load(name: str, path: str | Path, target: str = "zooport") -> nn.Module:
+def load(name: str, path: str | Path, target: str = "zooport", nms: str | None = None) -> nn.Module:
     """A converted file -> an eval-mode module (strict: every tensor must be present).
-    ``target="torchvision"`` returns the equal torchvision.models module where one exists."""
+    ``target="torchvision"`` returns the equal torchvision.models module where one exists.
+    ``nms`` (detectors): post-processing variant, "mxnet" (exact, default), "torchvision" or "naive"."""
     from .io.writer import read_weights
     spec = registry.get(name)
     state, meta = read_weights(Path(path))
     if meta.get("model", name) != name:
         raise ZooportError(f"{path}: holds weights for {meta['model']!r}, not {name!r}")
     if target == "zooport":
-        return load_into(build_target(spec, {k: tuple(v.shape) for k, v in state.items()}), state)
+        module = load_into(build_target(spec, {k: tuple(v.shape) for k, v in state.items()}), state)
+        if nms is not None:
+            from .arch.nms import set_nms
+            try:
+                set_nms(module, nms)
+            except ValueError as exc:
+                raise ZooportError(f"{name}: {exc}") from None
+        return module
     if target != "torchvision":
         raise ZooportError(f"unknown target {target!r} (use 'zooport' or 'torchvision')")
+    if nms is not None:
+        raise ZooportError("--nms applies to zooport detector modules only")
     if spec.torchvision is None:
         raise ZooportError(f"{name} has no torchvision equivalent (its architecture differs)")
     rename = spec.torchvision_key or (lambda k: k)

@@ -9,6 +9,7 @@ which changes IoU rounding."""
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def box_iou_mx(boxes: torch.Tensor) -> torch.Tensor:
@@ -64,3 +65,88 @@ def box_nms(data: torch.Tensor, overlap_thresh: float = 0.5, valid_thresh: float
         kept = idx[greedy_keep(rows[idx, coord_start:coord_start + 4], ids, overlap_thresh)]
         out[bi, : kept.numel()] = rows[kept]
     return out
+
+
+NMS_VARIANTS = ("mxnet", "torchvision", "naive")
+
+
+def _tv_nms(rows: torch.Tensor, thresh: float, valid_thresh: float, topk: int, force: bool) -> torch.Tensor:
+    """The torchvision-style port: same filter and pre-NMS topk, suppression by batched_nms (its own
+    sort, its own IoU arithmetic on class-offset boxes, keeps iou <= thresh)."""
+    from torchvision.ops import batched_nms
+    rows = rows[(rows[:, 1] > valid_thresh) & (rows[:, 0] != -1)]
+    rows = rows[torch.argsort(rows[:, 1], descending=True)]
+    if topk > 0:
+        rows = rows[:topk]
+    groups = torch.zeros_like(rows[:, 0]) if force else rows[:, 0]
+    return rows[batched_nms(rows[:, 2:6], rows[:, 1], groups.long(), thresh)]
+
+
+def _naive_nms(rows: torch.Tensor, thresh: float, force: bool) -> torch.Tensor:
+    """The hand-written python port: per class, greedy NMS over every positive row (no valid_thresh,
+    no pre-NMS topk), classes concatenated and sorted by score; the caller cuts after NMS."""
+    rows = rows[(rows[:, 1] > 0) & (rows[:, 0] != -1)]
+    classes = [None] if force else rows[:, 0].unique().tolist()
+    kept = []
+    for c in classes:
+        part = rows if c is None else rows[rows[:, 0] == c]
+        part = part[torch.argsort(part[:, 1], descending=True)]
+        kept.append(part[greedy_keep(part[:, 2:6], None, thresh)])
+    out = torch.cat(kept) if kept else rows[:0]
+    return out[torch.argsort(out[:, 1], descending=True)]
+
+
+class DetectionNMS(nn.Module):
+    """A detector's last stage: (B, N, 6) rows [id, score, x1, y1, x2, y2] -> (ids, scores, boxes) of
+    shape (B, K, 1|1|4), -1 padded, K = post_nms (N if post_nms <= 0 or NMS is off).
+
+    ``variant`` picks the post-processing: "mxnet" (gluoncv's box_nms + slice, exact, default),
+    "torchvision" (torchvision.ops.batched_nms), "naive" (per-class python NMS, topk after NMS): the
+    choices ports make, kept switchable so their effect on detections can be measured."""
+
+    def __init__(self, thresh: float, valid_thresh: float, topk: int, post_nms: int,
+                 force_suppress: bool = False, variant: str = "mxnet"):
+        super().__init__()
+        self.thresh, self.valid_thresh, self.topk, self.post_nms = thresh, valid_thresh, topk, post_nms
+        self.force_suppress = force_suppress
+        self.variant = variant
+
+    @property
+    def variant(self) -> str:
+        return self._variant
+
+    @variant.setter
+    def variant(self, name: str) -> None:
+        if name not in NMS_VARIANTS:
+            raise ValueError(f"unknown nms variant {name!r} (available: {', '.join(NMS_VARIANTS)})")
+        self._variant = name
+
+    def extra_repr(self) -> str:
+        return (f"variant={self.variant!r}, thresh={self.thresh}, valid_thresh={self.valid_thresh}, "
+                f"topk={self.topk}, post_nms={self.post_nms}, force_suppress={self.force_suppress}")
+
+    def forward(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not 0 < self.thresh < 1:  # gluoncv skips NMS (and the post_nms cut) outside (0, 1)
+            return rows[..., 0:1], rows[..., 1:2], rows[..., 2:6]
+        if self.variant == "mxnet":
+            out = box_nms(rows, self.thresh, self.valid_thresh, self.topk, coord_start=2, score_index=1,
+                          id_index=0, force_suppress=self.force_suppress)
+        else:
+            out = torch.full_like(rows, -1)
+            for b in range(rows.shape[0]):
+                kept = (_tv_nms(rows[b], self.thresh, self.valid_thresh, self.topk, self.force_suppress)
+                        if self.variant == "torchvision" else _naive_nms(rows[b], self.thresh, self.force_suppress))
+                out[b, : kept.shape[0]] = kept
+        if self.post_nms > 0:
+            out = out[:, : self.post_nms]
+        return out[..., 0:1], out[..., 1:2], out[..., 2:6]
+
+
+def set_nms(module: nn.Module, variant: str) -> nn.Module:
+    """Switch every DetectionNMS inside ``module`` to ``variant``; an error if there is none."""
+    found = [m for m in module.modules() if isinstance(m, DetectionNMS)]
+    if not found:
+        raise ValueError(f"{type(module).__name__} has no detection post-processing to switch")
+    for m in found:
+        m.variant = variant
+    return module
