@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from torch import nn
 
@@ -23,8 +23,11 @@ class Preprocess:
 
     preset: str  # gluoncv task preset: "imagenet", "cifar", "ssd", ...
     size: tuple[int, int]  # network input (H, W)
-    resize: str  # "short-side" (keep ratio, then crop) | "exact" (stretch to size) | "none" (CIFAR)
+    # "short-side" (keep ratio, then crop) | "exact" (stretch to size) | "none" (CIFAR) |
+    # "short-within" (R-CNN: short side to resize_short unless the long side would pass max_size)
+    resize: str
     resize_short: int | None = None
+    max_size: int | None = None
     interp: str = "bilinear"  # OpenCV name; "mxnet-9" = bicubic up / area down / else bilinear
     crop: str = "center-floor"  # "center-floor" | "none"
     decoder: str = "opencv"  # libmxnet decodes with OpenCV
@@ -61,7 +64,7 @@ class ModelSpec:
     name: str
     family: str  # e.g. "gluon.resnet"
     framework: str  # "gluon" | "paddle" | "detectron"
-    task: str  # "classification" | "detection"
+    task: str  # "classification" | "detection" | "segmentation" | "pose"
     source_format: str  # reader name, e.g. "mxnet-params"
     build: Callable[[], nn.Module]  # target module, random init
     rules: Mapping[str, Sequence[Rule | Ignore]]  # per source layout ("gluon", "export", ...)
@@ -84,6 +87,19 @@ class ModelSpec:
     torchvision_key: Callable[[str], str] | None = None
     slow: bool = False  # parity sweep only in `make parity-full` (too big for CI's budget)
     parity_images: int = 3  # photographs in the CI parity sweep
+    # gluoncv get_model kwargs (seeding, oracle, export test); None: pretrained_base=False off classification
+    source_kwargs: Mapping[str, Any] | None = None
+    # detection: torch-side capture names of the pre-NMS class scores and decoded boxes; their fp32
+    # floors set the post-NMS score and box tolerances
+    floor_points: Mapping[str, str] = field(default_factory=lambda: {"score": "cls_decoder#in", "box": "box_decoder"})
+    parity_sizes: Sequence[tuple[int, int]] = ()  # further network input sizes the parity suite checks
+    seed_size: tuple[int, int] | None = None  # calibration input size of seeded sources (default: preprocess)
+
+    @property
+    def get_model_kwargs(self) -> dict[str, Any]:
+        if self.source_kwargs is not None:
+            return dict(self.source_kwargs)
+        return {} if self.task == "classification" else {"pretrained_base": False}
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

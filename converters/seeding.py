@@ -15,6 +15,6 @@ def seeded_source(spec: ModelSpec, seed: int) -> Path:
     from .gluon import seeded
     path = default_src_dir() / "seeded" / f"{spec.name}-seed{seed}-r{seeded.SEED_FORMAT}.params"
     if not path.exists():
-        seeded.build(spec.source_model, seed, path, spec.preprocess.size, dict(spec.seed_output_std),
-                     detector=spec.task == "detection")
+        seeded.build(spec.source_model, seed, path, spec.seed_size or spec.preprocess.size,
+                     dict(spec.seed_output_std), spec.get_model_kwargs)
     return path

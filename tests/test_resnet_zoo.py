@@ -449,7 +449,7 @@ def test_odd_input_size_matches_mxnet(name):
     (ceil mode, padding excluded) and the max-pool/conv rounding matters; outputs must still agree."""
     from parity.oracles.mxnet import GluonOracle
     result = converters.convert(name, init="random")
-    oracle = GluonOracle(result.spec.source_model, result.source, detector=False)
+    oracle = GluonOracle(result.spec.source_model, result.source, kwargs={})
     x = np.random.default_rng(0).standard_normal((1, 3, 200, 200)).astype(np.float32)
     ref, _ = oracle.run(x, [])
     got = _run(result.module, torch.from_numpy(x)).numpy()
@@ -487,7 +487,7 @@ def test_v2_input_bn_gamma_is_read_as_one_like_mxnet(tmp_path):
     row = next(r for r in result.mapping if r.source == "features.0.gamma")
     assert (row.target, row.fixup) == ("data_bn.weight", "mxnet_fix_gamma")
     x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    ref, _ = GluonOracle("resnet18_v2", path, detector=False).run(x, [])
+    ref, _ = GluonOracle("resnet18_v2", path, kwargs={}).run(x, [])
     got = _run(result.module, torch.from_numpy(x)).numpy()
     assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
     naive = result.module

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import cv2
 import numpy as np
@@ -31,12 +31,11 @@ def calibration_images(size: tuple[int, int]) -> np.ndarray:
 
 
 def build(source_model: str, seed: int, out: Path, size: tuple[int, int],
-          output_std: Mapping[str, float], detector: bool) -> Path:
+          output_std: Mapping[str, float], kwargs: Mapping[str, Any]) -> Path:
     """Write a seeded gluoncv checkpoint of ``source_model`` to ``out`` (parents created)."""
     mx, gcv = import_mxnet(), import_gluoncv()
     mx.random.seed(seed)
     np.random.seed(seed)
-    kwargs = {"pretrained_base": False} if detector else {}
     net = gcv.model_zoo.get_model(source_model, pretrained=False, **kwargs)
     net.initialize()
     x = mx.nd.array(calibration_images(size))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -22,13 +22,12 @@ from ..capture import INPUT_MARK, Captured
 
 
 class GluonOracle:
-    def __init__(self, source_model: str, params: str | Path, detector: bool):
+    def __init__(self, source_model: str, params: str | Path, kwargs: Mapping[str, Any]):
         self.mx, gcv = import_mxnet(), import_gluoncv()
         params = Path(params)
         if detect_layout(list(read_ndarray_file(params))) == "export":
             self.net = self._imports(params)
         else:
-            kwargs = {"pretrained_base": False} if detector else {}
             self.net = gcv.model_zoo.get_model(source_model, pretrained=False, **kwargs)
             self.net.load_parameters(str(params), ctx=self.mx.cpu())
         self.by_key = self.net._collect_params_with_prefix()

@@ -23,11 +23,10 @@ def test_export_layout_converts_to_the_same_weights(converted, name, tmp_path):
         if not why:
             pytest.fail(f"{name} registers no export-layout rules and its notes give no reason")
         pytest.skip(why[0])
-    kwargs = {"pretrained_base": False} if spec.task == "detection" else {}
-    net = gcv.model_zoo.get_model(spec.source_model, pretrained=False, **kwargs)
+    net = gcv.model_zoo.get_model(spec.source_model, pretrained=False, **spec.get_model_kwargs)
     net.load_parameters(str(ref.source))
     net.hybridize()
-    net(mx.nd.zeros((1, 3, *spec.preprocess.size)))
+    net(mx.nd.zeros((1, 3, *(spec.seed_size or spec.preprocess.size))))
     net.export(str(tmp_path / "m"))
     exported = converters.convert(name, weights=tmp_path / "m-0000.params")
     assert exported.layout == "export"
