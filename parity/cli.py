@@ -19,6 +19,7 @@ def verify(model: str = typer.Argument(..., help="model name (see `zooport list`
            seed: int = typer.Option(0, "--seed"),
            images: int = typer.Option(0, "--images", help="use only the first N sample photographs"),
            save_runs: Optional[Path] = typer.Option(None, "--save-runs", help="write per-image HDF5 runs here"),
+           size: Optional[str] = typer.Option(None, "--size", help="network input HxW instead of the preset's, e.g. 608x608"),
            as_json: bool = typer.Option(False, "--json", help="print the full report as JSON")) -> None:
     """Run MODEL in the source framework and in torch on real photographs; compare every layer."""
     from converters.samples import sample_photos
@@ -27,7 +28,7 @@ def verify(model: str = typer.Argument(..., help="model name (see `zooport list`
         with console.status(f"verifying {model} against its source framework"):
             photos = sample_photos()[: images or None]
             report = run(model, weights=weights, init=init.value if init else None, seed=seed,
-                         images=photos, save_runs=save_runs)
+                         images=photos, save_runs=save_runs, size=_size(size))
     except ZooportError as exc:
         fail(exc)
     if as_json:
@@ -36,6 +37,16 @@ def verify(model: str = typer.Argument(..., help="model name (see `zooport list`
         _print(report)
     if not report.passed:
         raise typer.Exit(1)
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ZooportError(f"--size {text!r}: expected HxW, e.g. 608x608") from None
+    return h, w
 
 
 def _print(report) -> None:
@@ -56,6 +67,14 @@ def _print(report) -> None:
         d, tol = report.detections, report.detection_tol
         out.print(f"detections: {d.identical}/{d.reference} identical, {d.tie_explained} in score ties, "
                   f"{d.unexplained} unexplained (score tol {tol['score']:.1e}, box tol {tol['box']:.1e} px)")
+    if report.nms_variants:
+        for name, v in report.nms_variants.items():
+            out.print(f"  nms={name}: changes {v['changed']} of {v['reference']} MXNet detections "
+                      f"({v['identical']} identical, {v['converted']} kept)")
+    if report.argmax:
+        a = report.argmax
+        out.print(f"argmax per {a['unit']}: {a['identical']}/{a['count']} identical, {a['tie_explained']} differing "
+                  f"only inside ties (<= {a['tie_tol']:.1e}), {a['unexplained']} unexplained")
     out.print("[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]")
 
 

@@ -39,6 +39,16 @@ def _mxnet(img: np.ndarray, spec: Preprocess) -> np.ndarray:
     if spec.preset == "ssd":
         t = presets.ssd.SSDDefaultValTransform(spec.size[1], spec.size[0], mean=spec.mean, std=spec.std)
         return t(src, np.zeros((0, 5), dtype=np.float32))[0].asnumpy()
+    if spec.preset == "yolo":
+        t = presets.yolo.YOLO3DefaultValTransform(spec.size[1], spec.size[0], mean=spec.mean, std=spec.std)
+        return t(src, np.zeros((0, 5), dtype=np.float32))[0].asnumpy()
+    if spec.preset == "rcnn":
+        t = presets.rcnn.FasterRCNNDefaultValTransform(spec.resize_short, spec.max_size, mean=spec.mean, std=spec.std)
+        return t(src, np.zeros((0, 5), dtype=np.float32))[0].asnumpy()
+    if spec.preset == "segmentation":
+        return _mxnet_segmentation(img, spec, mx, gcv)
+    if spec.preset == "pose":
+        return _mxnet_pose(img, spec, mx, gcv)
     if spec.preset == "cifar":
         # gluoncv's CIFAR scripts: ToTensor + Normalize on 32x32 images; a photograph stands in for
         # a CIFAR image after an area resize (CIFAR images come at 32x32, so no resize is gluoncv's)
@@ -47,6 +57,29 @@ def _mxnet(img: np.ndarray, spec: Preprocess) -> np.ndarray:
         t = mx.gluon.data.vision.transforms
         return t.Compose([t.ToTensor(), t.Normalize(spec.mean, spec.std)])(small).asnumpy()
     raise ZooportError(f"variant 'mxnet' has no transform for preset {spec.preset!r}")
+
+
+def _mxnet_segmentation(img: np.ndarray, spec: Preprocess, mx, gcv) -> np.ndarray:
+    """gluoncv's segmentation val transform (its datasets decode and resize with PIL): short side to
+    the crop size, bilinear, centre crop at rounded offsets; then ToTensor + Normalize."""
+    from PIL import Image
+    ds = object.__new__(gcv.data.segbase.SegmentationDataset)  # only the transform's state is needed
+    ds.crop_size = spec.size[0]
+    pil = Image.fromarray(img)
+    out, _ = ds._val_sync_transform(pil, Image.new("L", pil.size))
+    t = mx.gluon.data.vision.transforms
+    return t.Compose([t.ToTensor(), t.Normalize(spec.mean, spec.std)])(out.astype("uint8")).asnumpy()
+
+
+def _mxnet_pose(img: np.ndarray, spec: Preprocess, mx, gcv) -> np.ndarray:
+    """gluoncv's detector-to-pose step on one person box centred in the photograph, sized so its
+    1.25x upscale is the whole frame: crop, resize to the input size, ToTensor + Normalize."""
+    h, w = img.shape[:2]
+    box = [w / 2 - w / 2.5, h / 2 - h / 2.5, w / 2 + w / 2.5, h / 2 + h / 2.5]
+    pose = gcv.data.transforms.pose
+    up = pose.upscale_bbox_fn(box, img, scale=1.25)
+    return pose.crop_resize_normalize(mx.nd.array(img, dtype="uint8"), [up], spec.size,
+                                      mean=spec.mean, std=spec.std).asnumpy()[0]
 
 
 VARIANTS: dict[str, Callable[[np.ndarray, Preprocess], np.ndarray]] = {"mxnet": _mxnet}

@@ -4,11 +4,13 @@ activation's fp32 noise floor so tolerances are justified by measurement."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from converters.errors import ParityError
 from converters.pipeline import ConversionResult, convert
@@ -33,11 +35,17 @@ class ParityReport:
     topk: dict | None = None  # classification: top-5 order per image (identical / tie-explained)
     detections: DetectionMatch | None = None
     detection_tol: dict | None = None
+    # detection: per post-processing variant, how its detections compare with MXNet's
+    nms_variants: dict | None = None
+    # segmentation (per pixel) / pose (per joint): argmax identical except at reference ties
+    argmax: dict | None = None
+    size: tuple[int, int] | None = None  # network input (H, W) when not the preset's
 
     @property
     def passed(self) -> bool:
         task_ok = (self.topk is None or self.topk["unexplained"] == 0) and (
-            self.detections is None or self.detections.passed)
+            self.detections is None or self.detections.passed) and (
+            self.argmax is None or self.argmax["unexplained"] == 0)
         return self.layers.passed and all(d.passed for d in self.outputs) and task_ok
 
     def __bool__(self) -> bool:
@@ -48,7 +56,8 @@ class ParityReport:
                 "preprocess_variant": self.variant, "floor_factor": FLOOR_FACTOR,
                 "layers": self.layers.to_dict(), "outputs": [d.to_dict() for d in self.outputs],
                 "topk": self.topk, "detections": self.detections.to_dict() if self.detections else None,
-                "detection_tolerance": self.detection_tol}
+                "detection_tolerance": self.detection_tol, "nms_variants": self.nms_variants,
+                "argmax": self.argmax, "size": list(self.size) if self.size else None}
 
 
 def oracle_for(result: ConversionResult):
@@ -56,7 +65,7 @@ def oracle_for(result: ConversionResult):
     if spec.framework != "gluon":
         raise ParityError(f"{spec.name}: no oracle for framework {spec.framework!r}")
     from .oracles.mxnet import GluonOracle
-    return GluonOracle(spec.source_model, result.source, detector=spec.task == "detection")
+    return GluonOracle(spec.source_model, result.source, spec.get_model_kwargs)
 
 
 def layer_pairs(result: ConversionResult, oracle) -> list[tuple[str, str]]:
@@ -100,18 +109,28 @@ class _Runs:
     fired: list[str]
 
 
+NMS_INPUT = "nms#in"  # detectors' pre-NMS rows (torch side), replayed through each NMS variant
+
+
 def _run_image(result: ConversionResult, oracle, module64, pairs, x: np.ndarray) -> _Runs:
     ref_out, ref = oracle.run(x, [s for s, _ in pairs])
-    got_out, got, fired = run_torch(result.module, x, [t for _, t in pairs])
+    extra = [NMS_INPUT] if _nms_module(result.module) is not None else []
+    got_out, got, fired = run_torch(result.module, x, [t for _, t in pairs] + extra)
     exact_out, exact, _ = run_torch(module64, x.astype(np.float64), [t for _, t in pairs])
     return _Runs(ref_out, got_out, exact_out, ref, got, exact, fired)
 
 
-def _detection_tol(runs: list[_Runs]) -> dict:
+def _nms_module(module):
+    from converters.arch.nms import DetectionNMS
+    nms = getattr(module, "nms", None)
+    return nms if isinstance(nms, DetectionNMS) else None
+
+
+def _detection_tol(runs: list[_Runs], points: dict) -> dict:
     """Post-NMS tolerances: the fixed bars, or FLOOR_FACTOR x the fp32 floor of the class
     probabilities / decoded boxes in absolute terms, whichever is larger."""
-    prob = max(float(np.abs(r.got["cls_decoder#in"] - r.exact["cls_decoder#in"]).max()) for r in runs)
-    box = max(float(np.abs(r.got["box_decoder"] - r.exact["box_decoder"]).max()) for r in runs)
+    prob = max(float(np.abs(r.got[points["score"]] - r.exact[points["score"]]).max()) for r in runs)
+    box = max(float(np.abs(r.got[points["box"]] - r.exact[points["box"]]).max()) for r in runs)
     return {"score": max(SCORE_TOL, FLOOR_FACTOR * prob), "box": max(BOX_TOL, FLOOR_FACTOR * box),
             "score_floor": prob, "box_floor": box}
 
@@ -135,21 +154,78 @@ def topk_check(runs: list[_Runs], k: int = 5) -> dict:
     return out
 
 
+def nms_variants(result: ConversionResult, runs: list[_Runs], tol: dict) -> dict | None:
+    """Replay each run's pre-NMS rows through every post-processing variant and count the MXNet
+    detections it changes (not reproduced identically, plus any extra detections)."""
+    from converters.arch.nms import NMS_VARIANTS
+    base = _nms_module(result.module)
+    if base is None:
+        return None
+    out = {}
+    for v in NMS_VARIANTS:
+        nms = copy.deepcopy(base)
+        nms.variant = v
+        total = DetectionMatch()
+        for r in runs:
+            got = tuple(t.numpy() for t in nms(torch.from_numpy(r.got[NMS_INPUT])))
+            total = total.merge(match_batch(r.ref_out, got, score_tol=tol["score"], box_tol=tol["box"]))
+        out[v] = {**total.to_dict(),
+                  "changed": total.reference - total.identical + max(0, total.converted - total.reference)}
+    return out
+
+
+def argmax_check(runs: list[_Runs], unit: str) -> dict:
+    """Argmax of the main (B, C, H, W) output per "pixel" (over channels) or per "joint" (over the
+    flattened heatmap, row-major as gluoncv's get_max_pred): identical, or differing only where the reference values of the two picks are within
+    FLOOR_FACTOR x the measured fp32 noise of that output."""
+    main = (lambda o: o[0] if isinstance(o, tuple) else o)
+    noise = max(float(np.abs(main(r.got_out) - main(r.exact_out)).max()) for r in runs)
+    tie = FLOOR_FACTOR * noise
+    out = {"unit": unit, "count": 0, "identical": 0, "tie_explained": 0, "unexplained": 0, "tie_tol": tie}
+    for r in runs:
+        if unit == "pixel":
+            ref, got = (np.moveaxis(main(o), 1, -1) for o in (r.ref_out, r.got_out))
+        else:
+            ref, got = (main(o).reshape(*main(o).shape[:2], -1) for o in (r.ref_out, r.got_out))
+        a, b = ref.argmax(-1), got.argmax(-1)
+        same = a == b
+        gap = np.abs(np.take_along_axis(ref, a[..., None], -1) - np.take_along_axis(ref, b[..., None], -1))[..., 0]
+        out["count"] += int(same.size)
+        out["identical"] += int(same.sum())
+        out["tie_explained"] += int((~same & (gap <= tie)).sum())
+        out["unexplained"] += int((~same & (gap > tie)).sum())
+    return out
+
+
 def verify(name: str, weights: str | Path | None = None, init: str | None = None, seed: int = 0,
            images: Sequence[tuple[str, np.ndarray]] | None = None, variant: str = "mxnet",
-           save_runs: str | Path | None = None, result: ConversionResult | None = None) -> ParityReport:
+           save_runs: str | Path | None = None, result: ConversionResult | None = None,
+           size: tuple[int, int] | None = None) -> ParityReport:
+    """``size``: run at this network input (H, W) instead of the preset's (sizes a model accepts)."""
     result = result or convert(name, weights=weights, init=init, seed=seed)
     spec, oracle = result.spec, oracle_for(result)
+    pre = dataclasses.replace(spec.preprocess, size=tuple(size)) if size else spec.preprocess
     pairs = layer_pairs(result, oracle)
     module64 = copy.deepcopy(result.module).double()
     images = list(images) if images is not None else sample_photos()
     runs = []
     for img_name, img in images:
-        runs.append(_run_image(result, oracle, module64, pairs, preprocess(img, spec.preprocess, variant).numpy()[None]))
+        runs.append(_run_image(result, oracle, module64, pairs, preprocess(img, pre, variant).numpy()[None]))
         if save_runs:
             save_run(Path(save_runs) / f"{name}-{img_name}-{spec.framework}.h5", runs[-1].ref, {"image": img_name})
             save_run(Path(save_runs) / f"{name}-{img_name}-torch.h5", runs[-1].got, {"image": img_name})
-    return _report(result, pairs, [n for n, _ in images], runs, variant)
+    report = _report(result, pairs, [n for n, _ in images], runs, variant)
+    report.size = tuple(size) if size else None
+    return report
+
+
+def _outputs(spec, runs: list[_Runs]) -> list[TensorDiff]:
+    """Final outputs (every element of a tuple output), worst over the images."""
+    worst_by: dict[str, TensorDiff] = {}
+    for run in runs:
+        for d in _diffs("output", "output", run.ref_out, run.got_out, run.exact_out, spec.tolerance):
+            worst_by[d.name] = worst(worst_by.get(d.name), d)
+    return list(worst_by.values())
 
 
 def _report(result: ConversionResult, pairs, names: list[str], runs: list[_Runs], variant: str) -> ParityReport:
@@ -165,15 +241,19 @@ def _report(result: ConversionResult, pairs, names: list[str], runs: list[_Runs]
               "layout": result.layout, "seeded": result.seed is not None, "seed": result.seed}
     report = ParityReport(spec.name, source, names, variant, layers)
     if spec.task == "classification":
-        for run in runs:
-            d = _diffs("output", "output", run.ref_out, run.got_out, run.exact_out, spec.tolerance)[0]
-            report.outputs = [worst(report.outputs[0] if report.outputs else None, d)]
+        report.outputs = _outputs(spec, runs)
         report.topk = topk_check(runs)
-    else:
-        tol = _detection_tol(runs)
+    elif spec.task == "detection":
+        tol = _detection_tol(runs, dict(spec.floor_points))
         report.detection_tol = tol
         report.detections = DetectionMatch()
         for run in runs:
             report.detections = report.detections.merge(
                 match_batch(run.ref_out, run.got_out, score_tol=tol["score"], box_tol=tol["box"]))
+        report.nms_variants = nms_variants(result, runs, tol)
+    elif spec.task in ("segmentation", "pose"):
+        report.outputs = _outputs(spec, runs)
+        report.argmax = argmax_check(runs, "pixel" if spec.task == "segmentation" else "joint")
+    else:
+        raise ParityError(f"{spec.name}: no parity check for task {spec.task!r}")
     return report
