@@ -16,12 +16,28 @@ SUMMARY_DIR = ROOT / "reports" / "parity"
 MARK_START, MARK_END = "<!-- models:start -->", "<!-- models:end -->"
 
 
+def task_check(report) -> str:
+    """The task-level verdict in words: top-5 order, detections, or argmax maps."""
+    if report.topk:
+        t = report.topk
+        return (f"top-5 identical {t['identical']}/{t['images']}"
+                + (f" (+{t['tie_explained']} in logit ties)" if t["tie_explained"] else ""))
+    if report.detections is not None:
+        d = report.detections
+        text = f"{d.identical}/{d.reference} detections identical" + (
+            f" (+{d.tie_explained} in score ties)" if d.tie_explained else "")
+        if report.nms_variants:
+            text += "; changed by nms " + ", ".join(
+                f"{k} {v['changed']}" for k, v in report.nms_variants.items() if k != "mxnet")
+        return text
+    a = report.argmax
+    return (f"argmax {a['identical']}/{a['count']} {a['unit']}s identical"
+            + (f" (+{a['tie_explained']} in ties)" if a["tie_explained"] else ""))
+
+
 def write_summary(report, result, out_dir: Path = SUMMARY_DIR) -> Path:
     diffs = report.layers.diffs
-    task = (f"top-5 identical {report.topk['identical']}/{report.topk['images']}"
-            + (f" (+{report.topk['tie_explained']} in logit ties)" if report.topk["tie_explained"] else "")
-            if report.topk else
-            f"{report.detections.identical}/{report.detections.reference} detections identical")
+    task = task_check(report)
     summary = {"model": report.model, "passed": report.passed, "pairs": len(diffs),
                "params": sum(p.numel() for p in result.module.parameters()),
                "max_needed": max(d.needed for d in diffs), "max_ratio": max(d.needed / d.allowed for d in diffs),
