@@ -109,5 +109,5 @@ def test_rules_are_documented(spec):
         assert isinstance(d, Default) and d.why.strip()
     for f in spec.fixups:
         assert f.name and f.why.strip()
-    assert spec.framework == "gluon" and spec.task in ("classification", "detection")
+    assert spec.framework == "gluon" and spec.task in ("classification", "detection", "segmentation", "pose")
     assert spec.source_format == "mxnet-params"

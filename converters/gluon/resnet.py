@@ -222,7 +222,7 @@ def v1b_structural_rules(cfg: ResNetConfig) -> list[Rule]:
     return rules
 
 
-def _v1b_symbol_layers(cfg: ResNetConfig) -> Iterator[tuple[str, str, str, str]]:
+def v1b_symbol_layers(cfg: ResNetConfig) -> Iterator[tuple[str, str, str, str]]:
     """(symbol conv, symbol norm or "", target conv, target norm): the stem in the root scope
     (``conv0``.. and ``batchnorm0``..), each stage's blocks in ``layers{i}_`` and its projection in
     ``down{i}_``, counters running over the whole stage in creation order."""
@@ -244,7 +244,7 @@ def _v1b_symbol_layers(cfg: ResNetConfig) -> Iterator[tuple[str, str, str, str]]
 
 def v1b_symbol_rules(cfg: ResNetConfig, src: str) -> list[Rule]:
     rules = []
-    for conv, norm, conv_t, norm_t in _v1b_symbol_layers(cfg):
+    for conv, norm, conv_t, norm_t in v1b_symbol_layers(cfg):
         rules.append(Rule(rf"^{src}{conv}_weight$", f"{conv_t}.weight", f"symbol {conv}"))
         rules += _norm_rules(rf"{src}{norm}_", f"{norm_t}.", f"symbol {norm}", cfg)
     rules.append(Rule(rf"^{src}dense0_(weight|bias)$", r"fc.\1", "classifier (Dense is [out, in])"))

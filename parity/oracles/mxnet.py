@@ -116,8 +116,10 @@ class GluonOracle:
         return {f"{path}:{node}": o.asnumpy() for node, o in zip(nodes, outs)}
 
     def _resolve_node(self, block, node: str) -> str:
-        hits = [n["name"] for n in self._nodes(block)
-                if n["op"] != "null" and (n["name"] == node or n["name"].endswith("_" + node))]
+        names = [n["name"] for n in self._nodes(block) if n["op"] != "null"]
+        if node in names:  # an exact name wins: root-scope nodes (conv0_fwd) are suffixes of scoped ones
+            return node
+        hits = [n for n in names if n.endswith("_" + node)]
         if len(hits) != 1:
             raise KeyError(f"{node!r} matches {len(hits)} nodes of the symbol block")
         return hits[0]
