@@ -109,3 +109,12 @@ def test_verify_counts_detections_changed_per_variant(parity_report):
     assert set(v) == set(NMS_VARIANTS)
     assert v["mxnet"]["changed"] == 0 and v["mxnet"]["identical"] == r.detections.identical
     assert all(v[k]["reference"] == r.detections.reference for k in v)
+
+
+def test_naive_early_stop_equals_full_suppression_then_cut():
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        data = torch.from_numpy(_rows(rng, int(rng.integers(50, 400)), ties=trial % 2 == 0))
+        full = torch.cat(DetectionNMS(0.45, 0.01, 400, -1, variant="naive")(data), -1)[:, :25]
+        cut = torch.cat(DetectionNMS(0.45, 0.01, 400, 25, variant="naive")(data), -1)
+        assert torch.equal(full, cut), trial
