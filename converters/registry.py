@@ -89,9 +89,9 @@ class ModelSpec:
     parity_images: int = 3  # photographs in the CI parity sweep
     # gluoncv get_model kwargs (seeding, oracle, export test); None: pretrained_base=False off classification
     source_kwargs: Mapping[str, Any] | None = None
-    # detection: torch-side capture names of the pre-NMS class scores and decoded boxes; their fp32
-    # floors set the post-NMS score and box tolerances
-    floor_points: Mapping[str, str] = field(default_factory=lambda: {"score": "cls_decoder#in", "box": "box_decoder"})
+    # detection: torch-side capture names (or tuples of them) of the pre-NMS class scores and decoded
+    # boxes; their fp32 floors set the post-NMS score and box tolerances (captured without a source pair)
+    floor_points: Mapping[str, str | tuple[str, ...]] = field(default_factory=lambda: {"score": "cls_decoder#in", "box": "box_decoder"})
     parity_sizes: Sequence[tuple[int, int]] = ()  # further network input sizes the parity suite checks
     seed_size: tuple[int, int] | None = None  # calibration input size of seeded sources (default: preprocess)
 

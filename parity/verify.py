@@ -112,11 +112,21 @@ class _Runs:
 NMS_INPUT = "nms#in"  # detectors' pre-NMS rows (torch side), replayed through each NMS variant
 
 
+def floor_names(spec) -> list[str]:
+    """Detection: the torch-side captures whose fp32 noise sets the post-NMS tolerances; a floor
+    point is one capture name or a tuple of them (e.g. one per detector output)."""
+    if spec.task != "detection":
+        return []
+    names = [n for v in spec.floor_points.values() for n in ((v,) if isinstance(v, str) else v)]
+    return list(dict.fromkeys(names))
+
+
 def _run_image(result: ConversionResult, oracle, module64, pairs, x: np.ndarray) -> _Runs:
     ref_out, ref = oracle.run(x, [s for s, _ in pairs])
     extra = [NMS_INPUT] if _nms_module(result.module) is not None else []
-    got_out, got, fired = run_torch(result.module, x, [t for _, t in pairs] + extra)
-    exact_out, exact, _ = run_torch(module64, x.astype(np.float64), [t for _, t in pairs])
+    floors = floor_names(result.spec)  # torch-only captures: they need no source pair
+    got_out, got, fired = run_torch(result.module, x, [t for _, t in pairs] + extra + floors)
+    exact_out, exact, _ = run_torch(module64, x.astype(np.float64), [t for _, t in pairs] + floors)
     return _Runs(ref_out, got_out, exact_out, ref, got, exact, fired)
 
 
@@ -129,8 +139,10 @@ def _nms_module(module):
 def _detection_tol(runs: list[_Runs], points: dict) -> dict:
     """Post-NMS tolerances: the fixed bars, or FLOOR_FACTOR x the fp32 floor of the class
     probabilities / decoded boxes in absolute terms, whichever is larger."""
-    prob = max(float(np.abs(r.got[points["score"]] - r.exact[points["score"]]).max()) for r in runs)
-    box = max(float(np.abs(r.got[points["box"]] - r.exact[points["box"]]).max()) for r in runs)
+    def noise(names) -> float:
+        names = (names,) if isinstance(names, str) else names
+        return max(float(np.abs(r.got[n] - r.exact[n]).max()) for r in runs for n in names)
+    prob, box = noise(points["score"]), noise(points["box"])
     return {"score": max(SCORE_TOL, FLOOR_FACTOR * prob), "box": max(BOX_TOL, FLOOR_FACTOR * box),
             "score_floor": prob, "box_floor": box}
 
