@@ -21,7 +21,7 @@ DARKNET53 = DarkNetConfig(layers=(1, 2, 8, 8, 4), channels=(32, 64, 128, 256, 51
                           bn_eps=1e-5, leaky_slope=0.1, stem_stride=1)
 
 
-def _layers(cfg: DarkNetConfig) -> Iterator[tuple[str, int, str]]:
+def layers(cfg: DarkNetConfig) -> Iterator[tuple[str, int, str]]:
     """(structural cell prefix, symbol number, target cell) in creation order."""
     yield "features.0", 0, "stem"
     pos, num = 1, 1
@@ -37,7 +37,7 @@ def _layers(cfg: DarkNetConfig) -> Iterator[tuple[str, int, str]]:
 
 def structural_rules(cfg: DarkNetConfig) -> list[Rule]:
     rules = []
-    for cell, _, dst in _layers(cfg):
+    for cell, _, dst in layers(cfg):
         c = re.escape(cell)
         rules.append(Rule(rf"^{c}\.0\.weight$", f"{dst}.conv.weight", f"{dst} conv (no bias)"))
         rules += bn_rules(rf"{c}\.1\.", f"{dst}.bn.", f"{dst} BN")
@@ -47,7 +47,7 @@ def structural_rules(cfg: DarkNetConfig) -> list[Rule]:
 
 def symbol_rules(cfg: DarkNetConfig, src: str) -> list[Rule]:
     rules = []
-    for _, num, dst in _layers(cfg):
+    for _, num, dst in layers(cfg):
         rules.append(Rule(rf"^{src}conv{num}_weight$", f"{dst}.conv.weight", f"symbol conv{num}"))
         rules += bn_rules(rf"{src}batchnorm{num}_", f"{dst}.bn.", f"symbol batchnorm{num}")
     rules.append(Rule(rf"^{src}dense0_(weight|bias)$", r"fc.\1", "classifier (Dense is [out, in])"))

@@ -49,13 +49,13 @@ def _v2_layers(cfg: MobileNetConfig) -> Iterator[Layer]:
     yield f"features.{head}", f"features.{head + 1}", "features_conv1", "features_batchnorm1", "head"
 
 
-def _layers(cfg: MobileNetConfig) -> Iterator[Layer]:
+def layers(cfg: MobileNetConfig) -> Iterator[Layer]:
     return _v1_layers(cfg) if cfg.version == 1 else _v2_layers(cfg)
 
 
 def structural_rules(cfg: MobileNetConfig) -> list[Rule]:
     rules = []
-    for conv, bn, _, _, dst in _layers(cfg):
+    for conv, bn, _, _, dst in layers(cfg):
         rules.append(Rule(rf"^{re.escape(conv)}\.weight$", f"{dst}.conv.weight", f"{dst} conv (no bias)"))
         rules += bn_rules(rf"{re.escape(bn)}\.", f"{dst}.bn.", f"{dst} BN")
     if cfg.version == 1:
@@ -68,7 +68,7 @@ def structural_rules(cfg: MobileNetConfig) -> list[Rule]:
 def symbol_rules(cfg: MobileNetConfig, src: str) -> list[Rule]:
     """``src`` is the regex scope prefix, the instance counter matched by \\d+."""
     rules = []
-    for _, _, conv, bn, dst in _layers(cfg):
+    for _, _, conv, bn, dst in layers(cfg):
         rules.append(Rule(rf"^{src}{conv}_weight$", f"{dst}.conv.weight", f"symbol {conv}"))
         rules += bn_rules(rf"{src}{bn}_", f"{dst}.bn.", f"symbol {bn}")
     if cfg.version == 1:
