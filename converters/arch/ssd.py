@@ -1,34 +1,65 @@
-"""SSD (Liu et al.) on a ResNet backbone, with gluoncv's numerics: anchors in pixels (centre form),
-box decoding in MXNet's operation order, per-class score thresholding and MXNet box_nms."""
+"""SSD (Liu et al.) with gluoncv's numerics, one module for every backbone (ResNet v1, MobileNet v1,
+VGG16 atrous): anchors in pixels (centre form), box decoding in MXNet's operation order, per-class
+score thresholding, and the shared DetectionNMS (MXNet box_nms) as the last stage."""
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from .nms import box_nms
+from .mobilenet import MobileNet, MobileNetConfig
+from .nms import DetectionNMS
 from .resnet import ResNet, ResNetConfig
+from .vgg_atrous import VGGAtrous, VGGAtrousConfig
+
+BackboneConfig = Union[ResNetConfig, MobileNetConfig, VGGAtrousConfig]
+
+
+@dataclass(frozen=True)
+class ExtraSpec:
+    """One extra layer: 1x1 transition conv, then a ``kernel`` conv (ReLU after each)."""
+
+    trans: int  # transition width
+    out: int
+    kernel: int = 3
+    stride: int = 2
+    padding: int = 1
+
+
+def expander_extras(filters: tuple[int, ...], reduce_ratio: float = 1.0, min_depth: int = 128) -> tuple[ExtraSpec, ...]:
+    """gluoncv FeatureExpander's extra layers: a transition max(min_depth, round(f * reduce_ratio))
+    wide, then a 3x3 stride-2 conv with ``f`` filters."""
+    return tuple(ExtraSpec(max(min_depth, int(round(f * reduce_ratio))), f) for f in filters)
 
 
 @dataclass(frozen=True)
 class SSDConfig:
-    backbone: ResNetConfig
-    feature_stages: tuple[int, ...]  # backbone stages whose outputs feed the heads (1-based)
-    extra_filters: tuple[int, ...]  # one extra stride-2 block per entry
+    backbone: BackboneConfig
+    # backbone outputs that feed the heads: ResNet stages (1-based), MobileNet v1 blocks (0-based);
+    # the VGG base has its two fixed taps (conv4_3 normalised, fc7): ()
+    taps: tuple[int, ...]
+    extras: tuple[ExtraSpec, ...]
     sizes: tuple[float, ...]  # anchor sizes, one more than the number of feature maps
     ratios: tuple[tuple[float, ...], ...]
     steps: tuple[float, ...]
     num_classes: int  # foreground classes
-    min_depth: int = 128  # narrowest 1x1 transition of the extra blocks
-    reduce_ratio: float = 1.0  # gluoncv SSD default: transitions as wide as the block output
+    # FeatureExpander: bias-free convs, each followed by a raw symbol BatchNorm (eps 1e-3); the VGG
+    # extractor's extras: biased convs, no BN
+    extra_bn: bool = True
     stds: tuple[float, float, float, float] = (0.1, 0.1, 0.2, 0.2)
-    score_thresh: float = 0.01
+    score_thresh: float = 0.01  # MultiPerClassDecoder
     nms_thresh: float = 0.45
+    nms_valid_thresh: float = 0.01  # box_nms valid_thresh (a separate constant in gluoncv)
     nms_topk: int = 400
     post_nms: int = 100
+
+    @property
+    def extra_filters(self) -> tuple[int, ...]:
+        return tuple(e.out for e in self.extras)
 
 
 @functools.lru_cache(maxsize=64)
@@ -98,39 +129,99 @@ class PerClassDecoder(nn.Module):
 
 
 class ExtraBlock(nn.Module):
-    """1x1 transition conv, BN, ReLU, then 3x3 stride-2 conv, BN, ReLU."""
+    """1x1 transition conv [+ BN], ReLU, then a kxk conv [+ BN], ReLU. With BN the convs have no
+    bias and the BNs use MXNet's symbol default eps 1e-3; without, the convs carry a bias."""
 
-    def __init__(self, cin: int, trans: int, cout: int):
+    def __init__(self, cin: int, spec: ExtraSpec, bn: bool):
         super().__init__()
-        self.trans_conv = nn.Conv2d(cin, trans, 1, bias=False)
-        self.trans_bn = nn.BatchNorm2d(trans, eps=1e-3)
-        self.conv = nn.Conv2d(trans, cout, 3, 2, 1, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=1e-3)
+        self.trans_conv = nn.Conv2d(cin, spec.trans, 1, bias=not bn)
+        self.trans_bn = nn.BatchNorm2d(spec.trans, eps=1e-3) if bn else nn.Identity()
+        self.conv = nn.Conv2d(spec.trans, spec.out, spec.kernel, spec.stride, spec.padding, bias=not bn)
+        self.bn = nn.BatchNorm2d(spec.out, eps=1e-3) if bn else nn.Identity()
         self.relu = nn.ReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.bn(self.conv(self.relu(self.trans_bn(self.trans_conv(x))))))
 
 
+class ResNetTaps(ResNet):
+    """The ResNet's stem and stages up to the last tap (no pool, no classifier); returns the
+    outputs of the tapped stages (1-based)."""
+
+    def __init__(self, cfg: ResNetConfig, taps: tuple[int, ...]):
+        super().__init__(cfg)
+        del self.fc, self.avgpool
+        self.taps = taps
+
+    @property
+    def out_channels(self) -> tuple[int, ...]:
+        return tuple(self.cfg.channels[s] for s in self.taps)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats, x = [], self.stem(x)
+        for i, stage in enumerate(self.stages[: self.taps[-1]], start=1):
+            x = stage(x)
+            if i in self.taps:
+                feats.append(x)
+        return feats
+
+
+class MobileNetTaps(MobileNet):
+    """MobileNet v1's stem and blocks up to the last tap (no pool, no classifier); returns the
+    outputs of the tapped blocks (0-based; each ends in its pointwise ReLU)."""
+
+    def __init__(self, cfg: MobileNetConfig, taps: tuple[int, ...]):
+        if cfg.version != 1:
+            raise ValueError("SSD taps are defined for MobileNet v1 only")
+        super().__init__(cfg)
+        del self.fc, self.pool
+        self.taps = taps
+
+    @property
+    def out_channels(self) -> tuple[int, ...]:
+        return tuple(self.blocks[t].pw.conv.out_channels for t in self.taps)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats, x = [], self.stem(x)
+        for i, block in enumerate(self.blocks[: self.taps[-1] + 1]):
+            x = block(x)
+            if i in self.taps:
+                feats.append(x)
+        return feats
+
+
+def build_backbone(cfg: SSDConfig) -> nn.Module:
+    """The feature extractor: a module returning its tapped feature maps, with ``out_channels``."""
+    b = cfg.backbone
+    if isinstance(b, ResNetConfig):
+        return ResNetTaps(b, cfg.taps)
+    if isinstance(b, MobileNetConfig):
+        return MobileNetTaps(b, cfg.taps)
+    if isinstance(b, VGGAtrousConfig):
+        if cfg.taps:
+            raise ValueError("the VGG atrous base has fixed taps; leave SSDConfig.taps empty")
+        return VGGAtrous(b)
+    raise TypeError(f"no SSD backbone for {type(b).__name__}")
+
+
 class SSD(nn.Module):
     """Eval-mode SSD returning gluoncv's ``(ids, scores, bboxes)``: (B, post_nms, 1|1|4), -1 padded.
 
-    ``nms`` selects post-processing: "mxnet" (exact box_nms, default)."""
+    ``nms`` picks the post-processing variant of the DetectionNMS stage ("mxnet": exact box_nms)."""
 
     def __init__(self, cfg: SSDConfig, nms: str = "mxnet"):
         super().__init__()
-        if nms != "mxnet":
-            raise ValueError(f"unknown nms variant {nms!r} (available: 'mxnet')")
         self.cfg = cfg
-        self.backbone = ResNet(cfg.backbone)
-        del self.backbone.fc, self.backbone.avgpool  # the detector uses the stages only
-        cin = cfg.backbone.channels[cfg.feature_stages[-1]]
+        self.backbone = build_backbone(cfg)
+        widths = list(self.backbone.out_channels)
         extras = []
-        for f in cfg.extra_filters:
-            extras.append(ExtraBlock(cin, max(cfg.min_depth, int(round(f * cfg.reduce_ratio))), f))
-            cin = f
+        for spec in cfg.extras:
+            extras.append(ExtraBlock(widths[-1], spec, cfg.extra_bn))
+            widths.append(spec.out)
         self.extras = nn.ModuleList(extras)
-        widths = [cfg.backbone.channels[s] for s in cfg.feature_stages] + list(cfg.extra_filters)
+        if not len(widths) == len(cfg.steps) == len(cfg.ratios) == len(cfg.sizes) - 1:
+            raise ValueError(f"{len(widths)} feature maps, {len(cfg.steps)} steps, {len(cfg.ratios)} ratio "
+                             f"sets and {len(cfg.sizes)} sizes do not agree")
         sizes = list(zip(cfg.sizes[:-1], cfg.sizes[1:]))
         self.anchor_generators = nn.ModuleList(
             AnchorGenerator(s, r, st) for s, r, st in zip(sizes, cfg.ratios, cfg.steps))
@@ -140,18 +231,12 @@ class SSD(nn.Module):
         self.box_predictors = nn.ModuleList(nn.Conv2d(c, a * 4, 3, 1, 1) for c, a in zip(widths, k))
         self.box_decoder = BoxDecoder(cfg.stds)
         self.cls_decoder = PerClassDecoder(cfg.score_thresh)
+        self.nms = DetectionNMS(cfg.nms_thresh, cfg.nms_valid_thresh, cfg.nms_topk, cfg.post_nms, variant=nms)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        feats, x = [], self.backbone.stem(x)
-        for i, stage in enumerate(self.backbone.stages, start=1):
-            x = stage(x)
-            if i in self.cfg.feature_stages:
-                feats.append(x)
-            if i == self.cfg.feature_stages[-1]:
-                break
+        feats = list(self.backbone(x))
         for block in self.extras:
-            x = block(x)
-            feats.append(x)
+            feats.append(block(feats[-1]))
         return feats
 
     def head(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -169,14 +254,7 @@ class SSD(nn.Module):
         cls, box, anchors = self.head(x)
         bboxes = self.box_decoder(box, anchors)
         ids, scores = self.cls_decoder(torch.softmax(cls, dim=-1))
-        n_fg = ids.shape[-1]
         # class-major rows (id, score, box), as gluoncv concatenates them before box_nms
         rows = torch.cat([torch.cat([ids[..., i:i + 1], scores[..., i:i + 1], bboxes], -1)
-                          for i in range(n_fg)], 1)
-        cfg = self.cfg
-        if 0 < cfg.nms_thresh < 1:
-            rows = box_nms(rows, cfg.nms_thresh, cfg.score_thresh, cfg.nms_topk, coord_start=2,
-                           score_index=1, id_index=0, force_suppress=False)
-            if cfg.post_nms > 0:
-                rows = rows[:, : cfg.post_nms]
-        return rows[..., 0:1], rows[..., 1:2], rows[..., 2:6]
+                          for i in range(ids.shape[-1])], 1)
+        return self.nms(rows)
