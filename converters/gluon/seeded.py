@@ -108,18 +108,23 @@ def _calibrate_symbol(block, data, mx) -> None:
 
 
 def _scale_outputs(net, x, output_std: Mapping[str, float], mx) -> None:
-    """Scale weight and bias of the named output layers so their outputs have the given std."""
+    """Scale weight and bias of the named output layers so their outputs have the given std. Prefixes
+    run in order (an R-CNN's RPN scaling moves the proposals its box head sees); the layers under one
+    prefix are sibling heads that never read each other, so one forward pass measures them all."""
     for prefix, target in output_std.items():
-        for path, block in _named(net):
-            if path.startswith(prefix) and hasattr(block, "weight") and block.weight is not None:
-                seen = []
-                h = block.register_forward_hook(lambda b, i, o: seen.append(float(o.asnumpy().std())))
-                net(x)
-                h.detach()
-                k = target / max(seen[0], 1e-6)
-                block.weight.set_data(block.weight.data() * k)
-                if getattr(block, "bias", None) is not None:
-                    block.bias.set_data(block.bias.data() * k)
+        layers = [block for path, block in _named(net)
+                  if path.startswith(prefix) and hasattr(block, "weight") and block.weight is not None]
+        seen: dict[int, float] = {}
+        handles = [block.register_forward_hook(lambda b, i, o, k=k: seen.setdefault(k, float(o.asnumpy().std())))
+                   for k, block in enumerate(layers)]
+        net(x)
+        for h in handles:
+            h.detach()
+        for k, block in enumerate(layers):
+            scale = target / max(seen[k], 1e-6)
+            block.weight.set_data(block.weight.data() * scale)
+            if getattr(block, "bias", None) is not None:
+                block.bias.set_data(block.bias.data() * scale)
 
 
 def _randomise_affine(net, rng: np.random.Generator, mx) -> None:
