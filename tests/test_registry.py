@@ -88,9 +88,12 @@ def test_preprocess_and_metrics(spec):
     assert isinstance(p, Preprocess)
     assert len(p.size) == 2 and all(isinstance(v, int) and v > 0 for v in p.size)
     assert len(p.mean) == 3 and len(p.std) == 3 and all(s > 0 for s in p.std)
-    assert p.resize in ("short-side", "exact", "none") and p.crop in ("center-floor", "none")
+    assert p.resize in ("short-side", "exact", "none", "short-within")
+    assert p.crop in ("center-floor", "center-round", "none")
     if p.resize == "short-side":
         assert p.resize_short is not None and p.resize_short >= max(p.size)
+    if p.resize == "short-within":  # R-CNN: size is (short, max) of the resized image
+        assert p.max_size is not None and (p.resize_short, p.max_size) == p.size
     assert len(spec.metrics) >= 1
     assert all(isinstance(m, Metric) and m.name and m.dataset and m.source and m.value > 0
                for m in spec.metrics)
