@@ -2,7 +2,8 @@
 
 One module for the whole family, switched by ResNetConfig: post-activation (v1) or pre-activation
 (v2) blocks, stride on the 1x1 or on the 3x3 conv, a 7x7 or a deep 3x3 stem, a strided or an
-average-pool projection shortcut, BatchNorm or GroupNorm, and per-block widths (pruned nets).
+average-pool projection shortcut, BatchNorm or GroupNorm, per-block widths (pruned nets), and
+dilated stages at stride 1 (the output-stride-8 backbones of segmentation nets).
 
 Own module rather than torchvision's: torchvision's Bottleneck fixes the stride on the 3x3 conv and
 has no conv biases, while gluon's ResNet v1 (and Detectron's MSRA models) stride the 1x1 conv and
@@ -45,12 +46,30 @@ class ResNetConfig:
     mids: tuple[tuple[tuple[int, ...], ...], ...] = ()
     # per stage: does its first block have a projection shortcut; () = where the shape changes
     projections: tuple[bool, ...] = ()
+    # per stage: the stride of its first block; () = (1, 2, 2, ...) (a dilated stage keeps stride 1)
+    strides: tuple[int, ...] = ()
+    # dilated (output-stride 8/16) nets, per stage: the dilation of its 3x3 convs, and of the first
+    # 3x3 conv of its first block, which gluoncv (like torchvision) keeps at a smaller rate; () = 1
+    dilations: tuple[int, ...] = ()
+    first_dilations: tuple[int, ...] = ()
 
     def block_mids(self, stage: int, index: int) -> tuple[int, ...]:
         if self.mids:
             return self.mids[stage][index]
         cout = self.channels[stage + 1]
         return (cout // 4, cout // 4) if self.block == "bottleneck" else (cout,)
+
+    def stage_stride(self, stage: int) -> int:
+        if self.strides:
+            return self.strides[stage]
+        return 2 if stage > 0 else 1
+
+    def block_dilation(self, stage: int, index: int) -> tuple[int, int]:
+        """Dilations of the block's first and second 3x3 convs (a bottleneck has only the first)."""
+        if not self.dilations:
+            return (1, 1)
+        d = self.dilations[stage]
+        return (self.first_dilations[stage] if index == 0 else d, d)
 
     def has_projection(self, stage: int) -> bool:
         if self.projections:
@@ -77,12 +96,13 @@ def _projection(cin: int, cout: int, stride: int, cfg: ResNetConfig) -> nn.Modul
 
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, cfg: ResNetConfig, mids: tuple[int, ...],
-                 projection: bool):
+                 projection: bool, dilation: tuple[int, int] = (1, 1)):
         super().__init__()
         (mid,) = mids
-        self.conv1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False)
+        d1, d2 = dilation
+        self.conv1 = nn.Conv2d(cin, mid, 3, stride, d1, dilation=d1, bias=False)
         self.bn1 = _norm(mid, cfg)
-        self.conv2 = nn.Conv2d(mid, cout, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(mid, cout, 3, 1, d2, dilation=d2, bias=False)
         self.bn2 = _norm(cout, cfg)
         self.relu = nn.ReLU()
         self.downsample = _projection(cin, cout, stride, cfg) if projection else None
@@ -95,13 +115,13 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, cfg: ResNetConfig, mids: tuple[int, ...],
-                 projection: bool):
+                 projection: bool, dilation: tuple[int, int] = (1, 1)):
         super().__init__()
         m1, m2 = mids
         s1, s3 = (stride, 1) if cfg.stride_in_1x1 else (1, stride)
         self.conv1 = nn.Conv2d(cin, m1, 1, s1, 0, bias=cfg.bias_1x1)
         self.bn1 = _norm(m1, cfg)
-        self.conv2 = nn.Conv2d(m1, m2, 3, s3, 1, bias=False)
+        self.conv2 = nn.Conv2d(m1, m2, 3, s3, dilation[0], dilation=dilation[0], bias=False)
         self.bn2 = _norm(m2, cfg)
         self.conv3 = nn.Conv2d(m2, cout, 1, 1, 0, bias=cfg.bias_1x1)
         self.bn3 = _norm(cout, cfg)
@@ -120,13 +140,14 @@ class PreActBasicBlock(nn.Module):
     when it is projected, the raw input otherwise; no ReLU after the sum."""
 
     def __init__(self, cin: int, cout: int, stride: int, cfg: ResNetConfig, mids: tuple[int, ...],
-                 projection: bool):
+                 projection: bool, dilation: tuple[int, int] = (1, 1)):
         super().__init__()
         (mid,) = mids
+        d1, d2 = dilation
         self.bn1 = _norm(cin, cfg)
-        self.conv1 = nn.Conv2d(cin, mid, 3, stride, 1, bias=False)
+        self.conv1 = nn.Conv2d(cin, mid, 3, stride, d1, dilation=d1, bias=False)
         self.bn2 = _norm(mid, cfg)
-        self.conv2 = nn.Conv2d(mid, cout, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(mid, cout, 3, 1, d2, dilation=d2, bias=False)
         self.relu = nn.ReLU()
         self.downsample = _projection(cin, cout, stride, cfg) if projection else None
 
@@ -141,14 +162,14 @@ class PreActBottleneck(nn.Module):
     """v2 bottleneck: BN-ReLU before each of the 1x1, 3x3 and 1x1 convs; shortcut as above."""
 
     def __init__(self, cin: int, cout: int, stride: int, cfg: ResNetConfig, mids: tuple[int, ...],
-                 projection: bool):
+                 projection: bool, dilation: tuple[int, int] = (1, 1)):
         super().__init__()
         m1, m2 = mids
         s1, s3 = (stride, 1) if cfg.stride_in_1x1 else (1, stride)
         self.bn1 = _norm(cin, cfg)
         self.conv1 = nn.Conv2d(cin, m1, 1, s1, 0, bias=cfg.bias_1x1)
         self.bn2 = _norm(m1, cfg)
-        self.conv2 = nn.Conv2d(m1, m2, 3, s3, 1, bias=False)
+        self.conv2 = nn.Conv2d(m1, m2, 3, s3, dilation[0], dilation=dilation[0], bias=False)
         self.bn3 = _norm(m2, cfg)
         self.conv3 = nn.Conv2d(m2, cout, 1, 1, 0, bias=cfg.bias_1x1)
         self.relu = nn.ReLU()
@@ -192,9 +213,9 @@ class ResNet(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, 1)
         cin = cfg.channels[0]
         for i, (n, cout) in enumerate(zip(cfg.layers, cfg.channels[1:])):
-            stride = 2 if i > 0 else 1
+            stride = cfg.stage_stride(i)
             blocks = [block(cin if j == 0 else cout, cout, stride if j == 0 else 1, cfg, cfg.block_mids(i, j),
-                            j == 0 and cfg.has_projection(i))
+                            j == 0 and cfg.has_projection(i), cfg.block_dilation(i, j))
                       for j in range(n)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
             cin = cout
