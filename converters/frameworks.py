@@ -17,10 +17,14 @@ def _missing(name: str, exc: Exception) -> ZooportError:
 def import_mxnet() -> ModuleType:
     # MKLDNN's subgraph pass fuses conv+bn and breaks reading a symbol's internal outputs.
     os.environ.setdefault("MXNET_SUBGRAPH_BACKEND", "NONE")
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
     try:
         import mxnet
     except Exception as exc:  # noqa: BLE001 - any import failure means the oracle is unavailable
         raise _missing("mxnet", exc) from exc
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)  # libmxnet's OpenMP init leaves torch with one thread
     return mxnet
 
 
