@@ -94,6 +94,9 @@ class ModelSpec:
     floor_points: Mapping[str, str | tuple[str, ...]] = field(default_factory=lambda: {"score": "cls_decoder#in", "box": "box_decoder"})
     parity_sizes: Sequence[tuple[int, int]] = ()  # further network input sizes the parity suite checks
     seed_size: tuple[int, int] | None = None  # calibration input size of seeded sources (default: preprocess)
+    # (source capture, target module): the torch runs continue from the source's output there, so
+    # layers after a discrete selection (NMS-picked proposals) are compared on identical inputs
+    replay: Sequence[tuple[str, str]] = ()
 
     @property
     def get_model_kwargs(self) -> dict[str, Any]:

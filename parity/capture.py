@@ -22,9 +22,11 @@ def to_numpy(value: Any) -> np.ndarray | tuple[np.ndarray, ...]:
     return value.detach().cpu().numpy().copy()  # own the data: a later in-place op would rewrite it
 
 
-def run_torch(module: nn.Module, x: np.ndarray, points: Sequence[str]) -> tuple[Any, Captured, list[str]]:
+def run_torch(module: nn.Module, x: np.ndarray, points: Sequence[str],
+              replace: Mapping[str, Any] | None = None) -> tuple[Any, Captured, list[str]]:
     """Forward ``x`` through ``module`` capturing the outputs (or ``#in`` inputs) of submodules.
-    Returns (outputs, captures, the points in the order they fired)."""
+    ``replace``: {submodule: arrays} whose outputs are swapped for these (in the module's dtype)
+    after they are captured. Returns (outputs, captures, the points in the order they fired)."""
     captured: Captured = {}
     order: list[str] = []
     handles = []
@@ -39,6 +41,9 @@ def run_torch(module: nn.Module, x: np.ndarray, points: Sequence[str]) -> tuple[
             handles.append(sub.register_forward_pre_hook(lambda _m, inp, p=point: keep(p, inp[0])))
         else:
             handles.append(sub.register_forward_hook(lambda _m, _i, out, p=point: keep(p, out)))
+    for path, value in (replace or {}).items():  # registered last: fires after the capture above
+        handles.append(module.get_submodule(path).register_forward_hook(
+            lambda _m, _i, out, v=value: _like(v, out)))
     try:
         with torch.inference_mode():
             out = module(torch.from_numpy(np.ascontiguousarray(x)))
@@ -46,6 +51,16 @@ def run_torch(module: nn.Module, x: np.ndarray, points: Sequence[str]) -> tuple[
         for h in handles:
             h.remove()
     return to_numpy(out), captured, order
+
+
+def _like(value: Any, out: Any) -> Any:
+    """Arrays shaped as a module's output, as tensors of that output's dtype and device."""
+    if isinstance(out, (tuple, list)):
+        return type(out)(_like(v, o) for v, o in zip(value, out))
+    t = torch.as_tensor(np.asarray(value)).to(dtype=out.dtype, device=out.device)
+    if t.shape != out.shape:
+        raise ValueError(f"replayed output has shape {tuple(t.shape)}, the module returns {tuple(out.shape)}")
+    return t
 
 
 def save_run(path: str | Path, captures: Mapping[str, Any], meta: Mapping[str, Any]) -> Path:

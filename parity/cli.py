@@ -59,6 +59,9 @@ def _print(report) -> None:
     out.print(table)
     first = report.layers.first_divergent
     out.print(f"first divergent layer: {first.name if first is not None else 'none'}")
+    if report.replayed:
+        out.print(f"continued from the source's output at: {', '.join(report.replayed)} "
+                  "(layers after it compared on identical inputs)")
     if report.topk:
         t = report.topk
         out.print(f"top-{t['k']} identical on {t['identical']}/{t['images']} images, {t['tie_explained']} differing "

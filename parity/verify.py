@@ -40,6 +40,7 @@ class ParityReport:
     # segmentation (per pixel) / pose (per joint): argmax identical except at reference ties
     argmax: dict | None = None
     size: tuple[int, int] | None = None  # network input (H, W) when not the preset's
+    replayed: list[str] = field(default_factory=list)  # target modules continued from the source's output
 
     @property
     def passed(self) -> bool:
@@ -57,7 +58,8 @@ class ParityReport:
                 "layers": self.layers.to_dict(), "outputs": [d.to_dict() for d in self.outputs],
                 "topk": self.topk, "detections": self.detections.to_dict() if self.detections else None,
                 "detection_tolerance": self.detection_tol, "nms_variants": self.nms_variants,
-                "argmax": self.argmax, "size": list(self.size) if self.size else None}
+                "argmax": self.argmax, "size": list(self.size) if self.size else None,
+                "replayed": self.replayed}
 
 
 def oracle_for(result: ConversionResult):
@@ -121,12 +123,22 @@ def floor_names(spec) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def replay_pairs(result: ConversionResult) -> list[tuple[str, str]]:
+    """The spec's replay points; they name Gluon block paths, so an imported export has none."""
+    return list(result.spec.replay) if result.layout == "gluon" else []
+
+
 def _run_image(result: ConversionResult, oracle, module64, pairs, x: np.ndarray) -> _Runs:
-    ref_out, ref = oracle.run(x, [s for s, _ in pairs])
+    replay = replay_pairs(result)
+    ref_out, ref = oracle.run(x, [s for s, _ in pairs] + [s for s, _ in replay])
     extra = [NMS_INPUT] if _nms_module(result.module) is not None else []
     floors = floor_names(result.spec)  # torch-only captures: they need no source pair
-    got_out, got, fired = run_torch(result.module, x, [t for _, t in pairs] + extra + floors)
-    exact_out, exact, _ = run_torch(module64, x.astype(np.float64), [t for _, t in pairs] + floors)
+    # both torch runs continue from the source's own output at the replay points (fp64: the same
+    # values widened), so the floor measures noise on identical downstream inputs
+    got_out, got, fired = run_torch(result.module, x, [t for _, t in pairs] + extra + floors,
+                                    replace={t: ref[s] for s, t in replay})
+    exact_out, exact, _ = run_torch(module64, x.astype(np.float64), [t for _, t in pairs] + floors,
+                                    replace={t: ref[s] for s, t in replay})
     return _Runs(ref_out, got_out, exact_out, ref, got, exact, fired)
 
 
@@ -230,6 +242,7 @@ def verify(name: str, weights: str | Path | None = None, init: str | None = None
         runs.append(run)
     report = _report(result, by_pair, [n for n, _ in images], runs, variant)
     report.size = tuple(size) if size else None
+    report.replayed = [t for _, t in replay_pairs(result)]
     return report
 
 
