@@ -1,4 +1,4 @@
-"""The `zooport` command: converters' list/convert plus `verify`."""
+"""The `zooport` command: converters' list/convert plus `verify`, `eval` and `explain`."""
 from __future__ import annotations
 
 import json
@@ -81,5 +81,116 @@ def _print(report) -> None:
     out.print("[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]")
 
 
+@app.command("eval")
+def eval_(model: str = typer.Argument(..., help="model name (see `zooport list`)"),
+          data: Path = typer.Option(..., "--data", help="dataset root (ImageNet val, VOCdevkit, COCO, ADE20K, ...)"),
+          preprocess: str = typer.Option("cv2-exact", "--preprocess",
+                                         help="comma list of mxnet, cv2-exact, pil, torchvision"),
+          framework: str = typer.Option("torch", "--framework", help="comma list of torch, mxnet"),
+          nms: str = typer.Option("mxnet", "--nms", help="detectors: comma list of mxnet, torchvision, naive"),
+          weights: Optional[Path] = typer.Option(None, "--weights", help="source checkpoint file"),
+          init: Optional[Init] = typer.Option(None, "--init", help="'random': seeded source weights"),
+          seed: int = typer.Option(0, "--seed"),
+          limit: Optional[int] = typer.Option(None, "--limit", help="evaluate only the first N samples"),
+          kind: Optional[str] = typer.Option(None, "--kind", help="dataset kind if not the model's own (e.g. folder)"),
+          json_out: Optional[Path] = typer.Option(None, "--json", help="write the report here (JSON)")) -> None:
+    """MODEL on a dataset: a metric row per framework x preprocessing x NMS (shards under torchrun)."""
+    from .evaluate import evaluate
+    try:
+        report = evaluate(model, data, preprocess, framework, nms, weights=weights,
+                          init=init.value if init else None, seed=seed, limit=limit, kind=kind)
+        if report.rank == 0 and json_out is not None:
+            report.write(json_out)
+    except ZooportError as exc:
+        fail(exc)
+    if report.rank == 0:
+        _print_eval(report)
+
+
+@app.command()
+def explain(model: str = typer.Argument(..., help="model name (see `zooport list`)"),
+            data: Path = typer.Option(..., "--data", help="dataset root"),
+            to: str = typer.Option("pil", "--to", help="the user's preprocessing variant: cv2-exact, pil, torchvision"),
+            nms: str = typer.Option("torchvision", "--nms", help="the user's NMS variant (detectors)"),
+            weights: Optional[Path] = typer.Option(None, "--weights", help="source checkpoint file"),
+            init: Optional[Init] = typer.Option(None, "--init", help="'random': seeded source weights"),
+            seed: int = typer.Option(0, "--seed"),
+            limit: Optional[int] = typer.Option(None, "--limit", help="evaluate only the first N samples"),
+            kind: Optional[str] = typer.Option(None, "--kind", help="dataset kind if not the model's own"),
+            metric: Optional[str] = typer.Option(None, "--metric",
+                                                 help="metric to attribute (default: the task's headline)"),
+            json_out: Optional[Path] = typer.Option(None, "--json", help="write the ladder here (JSON)")) -> None:
+    """The metric gap from the source pipeline to yours, stage by stage (framework, decoder, resize, crop, colour, NMS)."""
+    from .explain import explain as run
+    try:
+        ladder = run(model, data, target=to, nms=nms, weights=weights, init=init.value if init else None,
+                     seed=seed, limit=limit, kind=kind, metric=metric)
+        if ladder.rank == 0 and json_out is not None:
+            ladder.write(json_out)
+    except ZooportError as exc:
+        fail(exc)
+    if ladder.rank == 0:
+        _print_ladder(ladder)
+
+
+def _fmt(value, digits: int = 2) -> str:
+    """Percentages as gluon-cv's tables print them; the JSON keeps full precision."""
+    return "" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _scalars(metrics: dict) -> list[str]:
+    return [k for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def _samples(d: dict) -> str:
+    size = d["dataset"]["size"]
+    part = f"{d['n']} of {size} samples (--limit)" if d["n"] != size else f"all {size} samples"
+    ranks = f", {d['world_size']} processes" if d["world_size"] > 1 else ""
+    return f"{d['dataset']['kind']} at {d['dataset']['root']}: {part}{ranks}"
+
+
+def _caption(d: dict) -> str:
+    if d["source"]["seeded"]:
+        return f"seeded random weights (seed {d['source']['seed']}): metrics compare pipelines, not accuracy"
+    if not d["published"]:
+        return "user-supplied checkpoint (not gluon-cv's published file): no published numbers to compare"
+    return "published: " + "; ".join(f"{m['name']} {m['value']} ({m['dataset']})" for m in d["published"])
+
+
+def _print_eval(report) -> None:
+    d = report.to_dict()
+    columns = list(dict.fromkeys(k for r in report.rows for k in _scalars(r.metrics)))
+    detector = any(r.nms for r in report.rows)
+    out.print(f"{report.model} ({report.task}) on {_samples(d)}")
+    table = Table("framework", "preprocess", *(["nms"] if detector else []), *columns, "n", "seconds",
+                  caption=_caption(d))
+    for r in report.rows:
+        table.add_row(r.framework, r.preprocess, *([r.nms] if detector else []),
+                      *(_fmt(r.metrics.get(k)) for k in columns), str(r.n), f"{r.seconds:.1f}")
+    out.print(table)
+    for note in report.notes:
+        out.print(f"note: {note}")
+
+
+def _print_ladder(ladder) -> None:
+    d = ladder.to_dict()
+    out.print(f"{ladder.model}: where the {ladder.metric} gap comes from, on {_samples(d)}")
+    table = Table("step", "change", "framework", "preprocess", "nms", ladder.metric, "delta", "n", "seconds",
+                  caption=_caption(d))
+    for s in ladder.steps:
+        r = s.row
+        table.add_row(s.stage, s.change, r.framework, r.preprocess, r.nms or "", _fmt(s.value, 3),
+                      "" if s.stage == "source" else f"{s.delta:+.3f}", str(r.n), f"{r.seconds:.1f}")
+    out.print(table)
+    out.print(f"total gap in {ladder.metric}: {ladder.total_gap:+.6f} (source {ladder.steps[0].value:.6f} -> yours "
+              f"{ladder.steps[-1].value:.6f}) = sum of the step deltas {ladder.sum_of_deltas:+.6f}")
+    for note in ladder.notes:
+        out.print(f"note: {note}")
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # `torchrun --nproc_per_node N -m parity.cli eval ...`
+    main()
