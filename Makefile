@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.zooport-installed
 MODEL ?= ssd_512_resnet50_v1_voc
 
-.PHONY: setup convert verify test parity parity-full bench readme clean
+.PHONY: setup convert verify eval explain digits test parity parity-full bench readme clean
 
 setup: $(STAMP)
 
@@ -26,6 +26,23 @@ convert: setup
 verify: setup
 	$(BIN)/zooport verify $(MODEL) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(INIT),--init $(INIT)) \
 		$(if $(SEED),--seed $(SEED))
+
+# make eval MODEL=... DATA=path [PREPROCESS=mxnet,cv2-exact,pil,torchvision] [FRAMEWORK=torch,mxnet]
+#   [NMS=..] [WEIGHTS=file | INIT=random] [LIMIT=n] [JSON=file] [NPROC=n: sharded with torchrun]
+eval: setup
+	$(if $(NPROC),$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m parity.cli,$(BIN)/zooport) eval $(MODEL) \
+		--data $(DATA) $(if $(PREPROCESS),--preprocess $(PREPROCESS)) $(if $(FRAMEWORK),--framework $(FRAMEWORK)) \
+		$(if $(NMS),--nms $(NMS)) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(INIT),--init $(INIT)) \
+		$(if $(LIMIT),--limit $(LIMIT)) $(if $(JSON),--json $(JSON))
+
+# make explain MODEL=... DATA=path [TO=pil] [NMS=torchvision] [WEIGHTS=file | INIT=random] [LIMIT=n]
+explain: setup
+	$(BIN)/zooport explain $(MODEL) --data $(DATA) $(if $(TO),--to $(TO)) $(if $(NMS),--nms $(NMS)) \
+		$(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(INIT),--init $(INIT)) $(if $(LIMIT),--limit $(LIMIT))
+
+# the digits checkpoint of parity/tests/test_digits.py (cached in weights/digits/; ~1 min when absent)
+digits: setup
+	$(BIN)/python -m parity.digits
 
 # CI: unit tests and the parity suite, slow sweeps excluded.
 # ZOOPORT_REQUIRE_ORACLES: a missing mxnet/gluoncv is an error here, never a silent skip.
