@@ -97,6 +97,7 @@ class ModelSpec:
     # (source capture, target module): the torch runs continue from the source's output there, so
     # layers after a discrete selection (NMS-picked proposals) are compared on identical inputs
     replay: Sequence[tuple[str, str]] = ()
+    single_image: bool = False  # the source net's eval forward takes one image per call (gluoncv R-CNNs)
 
     @property
     def get_model_kwargs(self) -> dict[str, Any]:

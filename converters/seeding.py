@@ -16,5 +16,5 @@ def seeded_source(spec: ModelSpec, seed: int) -> Path:
     path = default_src_dir() / "seeded" / f"{spec.name}-seed{seed}-r{seeded.SEED_FORMAT}.params"
     if not path.exists():
         seeded.build(spec.source_model, seed, path, spec.seed_size or spec.preprocess.size,
-                     dict(spec.seed_output_std), spec.get_model_kwargs)
+                     dict(spec.seed_output_std), spec.get_model_kwargs, per_image=spec.single_image)
     return path

@@ -126,7 +126,7 @@ for _name, _cfg, _pre, _sha1, _metrics, _seed_size, _slow, _photos in _ZOO:
         source_format="mxnet-params", build=functools.partial(FasterRCNN, _cfg),
         rules={"gluon": _gluon_rules(), "export": _export_rules()}, defaults=BN_DEFAULTS,
         preprocess=_pre, weights=functools.partial(gluoncv_weights, _name, _sha1), source_model=_name,
-        extra_pairs=_PAIRS, replay=REPLAY, floor_points=FLOOR_POINTS, seed_size=_seed_size,
+        extra_pairs=_PAIRS, replay=REPLAY, single_image=True, floor_points=FLOOR_POINTS, seed_size=_seed_size,
         seed_output_std={"rpn.score": 2.0, "rpn.loc": 0.2, "class_predictor": 2.0, "box_predictor": 0.5},
         metrics=_metrics, slow=_slow, parity_images=_photos,
         notes=(*NOTES, f"Post-processing: per-class MXNet box_nms (score > 0.01, valid 1e-4, IoU {_cfg.nms_thresh}, "

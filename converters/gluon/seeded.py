@@ -31,19 +31,24 @@ def calibration_images(size: tuple[int, int]) -> np.ndarray:
 
 
 def build(source_model: str, seed: int, out: Path, size: tuple[int, int],
-          output_std: Mapping[str, float], kwargs: Mapping[str, Any]) -> Path:
-    """Write a seeded gluoncv checkpoint of ``source_model`` to ``out`` (parents created)."""
+          output_std: Mapping[str, float], kwargs: Mapping[str, Any], per_image: bool = False) -> Path:
+    """Write a seeded gluoncv checkpoint of ``source_model`` to ``out`` (parents created).
+    ``per_image``: the net's eval forward takes one image (gluoncv's R-CNNs), so every pass runs the
+    photographs one at a time and statistics are pooled over them."""
     mx, gcv = import_mxnet(), import_gluoncv()
     mx.random.seed(seed)
     np.random.seed(seed)
     net = gcv.model_zoo.get_model(source_model, pretrained=False, **kwargs)
     net.initialize()
     x = mx.nd.array(calibration_images(size))
-    net(x)  # resolve deferred shapes
+    net(x[:1] if per_image else x)  # resolve deferred shapes
     rng = np.random.default_rng(seed)
     _randomise_affine(net, rng, mx)  # first, so the calibrated statistics see the final affine
-    _calibrate(net, x, mx)
-    _scale_outputs(net, x, output_std, mx)
+    if per_image:
+        _calibrate_per_image(net, x, mx)
+    else:
+        _calibrate(net, x, mx)
+    _scale_outputs(net, x, output_std, mx, per_image)
     _scramble_fixed_gamma(net, rng, mx)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
@@ -56,7 +61,10 @@ def _stats(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and floored variance. Floors: a global one (dead channels), and 5% of
     mean^2 so (x - mean) never cancels catastrophically: small feature maps seen on a few images
     can otherwise get a variance tiny next to their mean, and fp32 noise then dominates."""
-    mean, var = a.mean(axis=(0, 2, 3)), a.var(axis=(0, 2, 3))
+    return _floored(a.mean(axis=(0, 2, 3)), a.var(axis=(0, 2, 3)))
+
+
+def _floored(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.maximum(np.maximum(var, max(1e-4, 1e-2 * float(np.median(var)))), 0.05 * mean**2)
 
 
@@ -79,6 +87,37 @@ def _calibrate(net, x, mx) -> None:
         elif isinstance(block, mx.gluon.SymbolBlock):
             handles.append(block.register_forward_pre_hook(symbol_block))
     net(x)
+    for h in handles:
+        h.detach()
+
+
+def _calibrate_per_image(net, x, mx, rounds: int = 2) -> None:
+    """Batch-1 nets: each Gluon BatchNorm takes the pooled statistics of every input it has seen so
+    far in this round (float64 sums), set just before it runs. The first round's early images see
+    partly calibrated upstream layers, so a second round re-pools with every layer calibrated."""
+    sums: dict[int, list] = {}
+
+    def gluon_bn(block, inputs):
+        a = inputs[0].asnumpy().astype(np.float64)
+        acc = sums.setdefault(id(block), [0.0, 0.0, 0])
+        acc[0] = acc[0] + a.sum(axis=(0, 2, 3))
+        acc[1] = acc[1] + (a * a).sum(axis=(0, 2, 3))
+        acc[2] += a.size // a.shape[1]
+        mean = acc[0] / acc[2]
+        mean_, var = _floored(mean, np.maximum(acc[1] / acc[2] - mean * mean, 0.0))
+        block.running_mean.set_data(mx.nd.array(mean_))
+        block.running_var.set_data(mx.nd.array(var))
+
+    handles = []
+    for block in _walk(net):
+        if isinstance(block, mx.gluon.SymbolBlock):  # none in the batch-1 nets registered
+            raise NotImplementedError("per-image calibration of SymbolBlock internals")
+        if isinstance(block, mx.gluon.nn.BatchNorm):
+            handles.append(block.register_forward_pre_hook(gluon_bn))
+    for _ in range(rounds):
+        sums.clear()
+        for i in range(x.shape[0]):
+            net(x[i : i + 1])
     for h in handles:
         h.detach()
 
@@ -107,21 +146,28 @@ def _calibrate_symbol(block, data, mx) -> None:
         values[i] = list(out) if isinstance(out, (list, tuple)) else [out]
 
 
-def _scale_outputs(net, x, output_std: Mapping[str, float], mx) -> None:
+def _scale_outputs(net, x, output_std: Mapping[str, float], mx, per_image: bool = False) -> None:
     """Scale weight and bias of the named output layers so their outputs have the given std. Prefixes
     run in order (an R-CNN's RPN scaling moves the proposals its box head sees); the layers under one
     prefix are sibling heads that never read each other, so one forward pass measures them all."""
     for prefix, target in output_std.items():
         layers = [block for path, block in _named(net)
                   if path.startswith(prefix) and hasattr(block, "weight") and block.weight is not None]
-        seen: dict[int, float] = {}
-        handles = [block.register_forward_hook(lambda b, i, o, k=k: seen.setdefault(k, float(o.asnumpy().std())))
+        first: dict[int, np.ndarray] = {}  # a layer's first output in a pass
+        seen: dict[int, list] = {}
+        handles = [block.register_forward_hook(lambda b, i, o, k=k: first.setdefault(k, o.asnumpy()))
                    for k, block in enumerate(layers)]
-        net(x)
+        for batch in ([x[i : i + 1] for i in range(x.shape[0])] if per_image else [x]):
+            first.clear()
+            net(batch)
+            for k, o in first.items():
+                seen.setdefault(k, []).append(o)
         for h in handles:
             h.detach()
         for k, block in enumerate(layers):
-            scale = target / max(seen[k], 1e-6)
+            outs = seen[k]
+            spread = float(outs[0].std() if len(outs) == 1 else np.concatenate([o.ravel() for o in outs]).std())
+            scale = target / max(spread, 1e-6)
             block.weight.set_data(block.weight.data() * scale)
             if getattr(block, "bias", None) is not None:
                 block.bias.set_data(block.bias.data() * scale)
