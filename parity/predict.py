@@ -130,20 +130,34 @@ def classify(out: Any, k: int = TOPK) -> np.ndarray:
 
 def detect(out: tuple, preset: str, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> dict:
     """Valid detections (id >= 0) with boxes in original-image pixels, as gluoncv's eval scripts:
-    eval_ssd / eval_yolo clip to [0, input side] (clip(0, H) on square inputs) and their metrics read
-    boxes at input scale (VOC IoU is unchanged by per-axis scaling; COCO's metric scales each axis by
-    original / input); eval_faster_rcnn clips to the last pixel (W-1, H-1) and multiplies both axes by
-    im_scale = original H / resized H."""
+    eval_ssd / eval_yolo clip to [0, input side] (clip(0, H) on square inputs) and score VOC at input
+    scale against ground truth resized by the val transform: VOC's +1 pixel IoU changes under per-axis
+    scaling, so those boxes are kept too ("input_boxes", "input_scale"); COCO's metric scales each axis
+    by original / input. eval_faster_rcnn clips to the last pixel (W-1, H-1) and multiplies both axes
+    by im_scale = original H / resized H."""
     ids, scores, boxes = (np.asarray(o)[0] for o in out)
     keep = ids.reshape(-1) >= 0
     boxes = boxes.reshape(-1, 4)[keep].astype(np.float64)
     (h, w), (oh, ow) = input_hw, orig_hw
+    extra = {}
     if preset == "rcnn":
         boxes = np.clip(boxes, 0, [w - 1, h - 1, w - 1, h - 1]) * (oh / h)
     else:
-        boxes = np.clip(boxes, 0, [w, h, w, h]) * [ow / w, oh / h, ow / w, oh / h]
+        clipped = np.clip(boxes, 0, [w, h, w, h])
+        extra = {"input_boxes": clipped, "input_scale": (w / ow, h / oh)}
+        boxes = clipped * [ow / w, oh / h, ow / w, oh / h]
     return {"boxes": boxes, "labels": ids.reshape(-1)[keep].astype(np.int64),
-            "scores": scores.reshape(-1)[keep].astype(np.float64)}
+            "scores": scores.reshape(-1)[keep].astype(np.float64), **extra}
+
+
+def gt_at_input_scale(boxes: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """Ground truth as gluoncv's SSD/YOLO val transforms resize it: scaled per axis in float64, then
+    cast to the image's float32."""
+    out = np.asarray(boxes, dtype=np.float64).copy()
+    sx, sy = scale
+    out[:, 0::2] *= sx
+    out[:, 1::2] *= sy
+    return out.astype(np.float32)
 
 
 def segment(out: Any) -> np.ndarray:
@@ -230,6 +244,9 @@ def update(metric: Any, spec: Any, sample: Any, pred: Any) -> None:
         metric.update_ranked(pred[None], np.array([t]))
     elif spec.task == "detection" and isinstance(t, dict) and "image_id" in t:  # COCO
         metric.update(t["image_id"], pred["boxes"], pred["scores"], pred["labels"])
+    elif spec.task == "detection" and "input_scale" in pred:  # VOC at input scale, as eval_ssd/eval_yolo
+        metric.update(pred["input_boxes"], pred["labels"], pred["scores"],
+                      gt_at_input_scale(t["boxes"], pred["input_scale"]), t["labels"], t["difficult"])
     elif spec.task == "detection":
         metric.update(pred["boxes"], pred["labels"], pred["scores"], t["boxes"], t["labels"], t["difficult"])
     elif spec.task == "segmentation":

@@ -175,3 +175,18 @@ def test_explain_ladder_table_and_json(folder, tmp_path):
 def test_explain_rejects_the_source_variant_as_target(folder):
     res = runner.invoke(app, ["explain", MODEL, "--data", str(folder), "--to", "mxnet"])
     assert res.exit_code == 2 and "--to 'mxnet'" in res.stderr
+
+
+def test_voc_is_scored_at_input_scale_for_ssd_and_yolo_presets():
+    """eval_ssd/eval_yolo score VOC on input-scale boxes against ground truth resized by the val
+    transform (float64 scale, float32 cast); the +1 pixel IoU makes that differ from original scale."""
+    import numpy as np
+    from parity.predict import detect, gt_at_input_scale
+    out = (np.array([[[3.0]]]), np.array([[[0.9]]]), np.array([[[10.0, 20.0, 310.0, 330.0]]]))
+    ssd = detect(out, "ssd", (300, 300), (480, 640))
+    assert np.allclose(ssd["input_boxes"], [[10, 20, 300, 300]])  # clipped to the input side
+    assert np.allclose(ssd["boxes"], [[10 * 640 / 300, 20 * 480 / 300, 640, 480]])
+    gt = gt_at_input_scale(np.array([[64.0, 48.0, 639.0, 479.0]], np.float32), ssd["input_scale"])
+    assert gt.dtype == np.float32 and np.allclose(gt, [[30, 30, 639 * 300 / 640, 479 * 300 / 480]])
+    rcnn = detect(out, "rcnn", (600, 800), (480, 640))
+    assert "input_scale" not in rcnn and np.allclose(rcnn["boxes"], np.array([[10, 20, 310, 330]]) * 0.8)
