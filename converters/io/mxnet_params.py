@@ -52,7 +52,7 @@ _SPARSE = {1: "row_sparse", 2: "csr"}
 _MAX_BYTES = 2**63 - 1  # numpy refuses larger arrays even when they are zero-size
 
 
-class _Stream:
+class Stream:
     """Sequential reader that never reads past the end: every length in the file is untrusted,
     so each read is checked against the bytes actually left before anything is allocated."""
 
@@ -95,7 +95,7 @@ class _Stream:
         self.pos += buf.nbytes
 
 
-def _read_ndim(s: _Stream) -> tuple[int, str, bool]:
+def _read_ndim(s: Stream) -> tuple[int, str, bool]:
     """Magic (and storage type) -> (ndim, struct code of a dim, whether ndim 0 is a scalar)."""
     at = s.pos
     magic = s.one("<I", "array magic")
@@ -114,7 +114,7 @@ def _read_ndim(s: _Stream) -> tuple[int, str, bool]:
                  f"0x{V3_MAGIC:08x}, 0x{V1_MAGIC:08x} or a legacy ndim <= {MAX_NDIM})", at)
 
 
-def _read_shape(s: _Stream) -> tuple[int, ...]:
+def _read_shape(s: Stream) -> tuple[int, ...]:
     ndim, dim_code, scalar_ok = _read_ndim(s)
     at = s.pos - 4
     if not 0 <= ndim <= MAX_NDIM:
@@ -128,7 +128,7 @@ def _read_shape(s: _Stream) -> tuple[int, ...]:
     return shape
 
 
-def _read_array(s: _Stream) -> np.ndarray:
+def _read_array(s: Stream) -> np.ndarray:
     shape = _read_shape(s)
     s.unpack("<ii", "context")  # device type/id: ignored, mxnet itself loads onto the CPU
     flag_at = s.pos
@@ -152,7 +152,7 @@ def _dtype_name(dtype: np.dtype) -> str:
     return "bfloat16" if dtype == BFLOAT16 else str(dtype)
 
 
-def _read_arrays(s: _Stream) -> list[np.ndarray]:
+def _read_arrays(s: Stream) -> list[np.ndarray]:
     magic = s.one("<Q", "list magic")
     if magic != LIST_MAGIC:
         raise s.fail(f"not an MXNet NDArray file (list magic 0x{magic:x}, expected 0x112)", 0)
@@ -169,7 +169,7 @@ def _read_arrays(s: _Stream) -> list[np.ndarray]:
     return arrays
 
 
-def _read_names(s: _Stream, count: int) -> list[tuple[str, int]]:
+def _read_names(s: Stream, count: int) -> list[tuple[str, int]]:
     """-> [(name, offset of its length field)]; the offsets locate duplicate-name errors."""
     at = s.pos
     n = s.one("<Q", "name count")
@@ -187,7 +187,7 @@ def _read_names(s: _Stream, count: int) -> list[tuple[str, int]]:
     return names
 
 
-def _read_name(s: _Stream) -> str:
+def _read_name(s: Stream) -> str:
     at = s.pos
     length = s.one("<Q", "name length")
     if length > s.remaining:
@@ -201,7 +201,7 @@ def _read_name(s: _Stream) -> str:
                      at + 8 + exc.start) from None
 
 
-def _pair(s: _Stream, names: list[tuple[str, int]],
+def _pair(s: Stream, names: list[tuple[str, int]],
           arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     index: dict[str, int] = {}
@@ -222,7 +222,7 @@ def read_ndarray_file(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     except OSError as exc:
         raise ReaderError(shown, f"cannot open: {exc.strerror or exc}") from exc
     with f:
-        s = _Stream(shown, f, os.fstat(f.fileno()).st_size)
+        s = Stream(shown, f, os.fstat(f.fileno()).st_size)
         arrays = _read_arrays(s)
         names = _read_names(s, len(arrays))
         if s.remaining:
