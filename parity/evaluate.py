@@ -359,15 +359,8 @@ def spec_of(model: str | ConversionResult):
 
 
 def _is_published(result: ConversionResult) -> bool:
-    import hashlib
-    if result.seed is not None:
-        return False
-    expected = result.spec.weights().sha1
-    digest = hashlib.sha1()
-    with open(result.source, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest() == expected
+    from converters.sources import sha1sum
+    return result.seed is None and sha1sum(result.source) == result.spec.weights().sha1
 
 
 def report(job: Job, rows: list[EvalRow], seconds: float, notes: list[str]) -> EvalReport:

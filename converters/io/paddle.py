@@ -349,11 +349,15 @@ def _read_bytes(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
 
 # --- tensor records -----------------------------------------------------------------------------
 
-def _read_tensor(s: Stream) -> np.ndarray:
+def _expect_version(s: Stream, what: str) -> None:
     at = s.pos
-    version = s.one("<I", "version")
+    version = s.one("<I", what)
     if version != 0:
-        raise s.fail(f"unsupported tensor record version {version} (expected 0)", at)
+        raise s.fail(f"unsupported {what} {version} (expected 0)", at)
+
+
+def _read_tensor(s: Stream) -> np.ndarray:
+    _expect_version(s, "tensor record version")
     levels_at = s.pos
     levels = s.one("<Q", "LoD level count")
     if levels > MAX_LOD_LEVELS:
@@ -365,10 +369,7 @@ def _read_tensor(s: Stream) -> np.ndarray:
             raise s.fail(f"LoD level of {nbytes} bytes is not a whole number of u64 offsets",
                          nbytes_at)
         s.take(nbytes, "LoD offsets")
-    at = s.pos
-    version = s.one("<I", "tensor version")
-    if version != 0:
-        raise s.fail(f"unsupported tensor version {version} (expected 0)", at)
+    _expect_version(s, "tensor version")
     at = s.pos
     desc_len = s.one("<i", "TensorDesc length")
     if not 0 < desc_len <= MAX_DESC_BYTES:
