@@ -44,3 +44,45 @@ def import_gluoncv() -> ModuleType:
         del sys.modules["torch"]
         sys.modules.update(hidden)
     return gluoncv
+
+
+def import_paddle() -> ModuleType:
+    """paddle with the legacy program IR: old ``.pdmodel`` files (PP-OCR, PaddleX) load only through
+    the static executor with PIR off, and the flag is read once, at import."""
+    if "paddle" not in sys.modules:
+        os.environ.setdefault("FLAGS_enable_pir_api", "0")
+        os.environ.setdefault("GLOG_minloglevel", "2")  # paddle's C++ INFO lines drown test output
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    try:
+        import paddle
+    except Exception as exc:  # noqa: BLE001 - any import failure means the oracle is unavailable
+        raise _missing("paddle", exc) from exc
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return paddle
+
+
+def import_ppcls() -> ModuleType:
+    """PaddleClas's model definitions (``ppcls``), from the installed ``paddleclas`` wheel.
+    ``import paddleclas`` itself pulls its predictor (faiss, ...): only its ``ppcls`` folder is
+    put on sys.path. ppcls logs through a logger that must be initialised before a model is built."""
+    if "ppcls.arch.backbone" in sys.modules:
+        return sys.modules["ppcls"]
+    import importlib.util
+    import logging
+    import_paddle()
+    spec = importlib.util.find_spec("paddleclas")
+    if spec is None or not spec.submodule_search_locations:
+        raise _missing("ppcls", ModuleNotFoundError("paddleclas is not installed"))
+    root = list(spec.submodule_search_locations)[0]
+    if root not in sys.path:
+        sys.path.append(root)  # appended: its paddleclas.py must not shadow the installed package
+    try:
+        import ppcls
+        from ppcls.utils import logger
+        logger.init_logger(log_level=logging.ERROR)  # its per-model deprecation notices are noise here
+        import ppcls.arch.backbone  # noqa: F401
+    except Exception as exc:  # noqa: BLE001 - any import failure means the oracle is unavailable
+        raise _missing("ppcls", exc) from exc
+    return ppcls

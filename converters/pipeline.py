@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -13,14 +13,19 @@ from torch import nn
 from . import __version__, registry
 from .engine import MappingRow, load_into, map_tensors
 from .errors import MappingError, ZooportError
+from .io import paddle as paddle_io
 from .io.mxnet_params import read_checkpoint
 from .io.writer import write_json, write_weights
 from .registry import ModelSpec
 from .rules import digest
-from .sources import ROOT, resolve, sha256sum
+from .sources import ROOT, resolve, source_sha256
 
 # source format -> reader returning (tensors, source layout); the layout picks the rule table
-READERS: Mapping[str, Callable[[Path], tuple[dict[str, np.ndarray], str]]] = {"mxnet-params": read_checkpoint}
+READERS: Mapping[str, Callable[[Path], tuple[dict[str, np.ndarray], str]]] = {
+    "mxnet-params": read_checkpoint,
+    "paddle-checkpoint": paddle_io.read_checkpoint,  # .pdparams (dygraph) or a fluid directory
+    "paddle-inference": paddle_io.read_inference_path,  # .pdmodel + .pdiparams
+}
 FORMATS = {"safetensors": ".safetensors", "pth": ".pth"}
 
 
@@ -32,6 +37,7 @@ class ConversionResult:
     mapping: list[MappingRow]
     source: Path
     layout: str
+    rules: Sequence = ()  # the rule table that decided (derived ones included), for the report
     seed: int | None = None  # set when the source was a seeded random checkpoint
     manifest: dict = field(default_factory=dict)
 
@@ -70,18 +76,19 @@ def convert(name: str, weights: str | Path | None = None, init: str | None = Non
     if layout not in spec.rules:
         raise MappingError(name, [f"{path.name}: source layout {layout!r} has no rules "
                                   f"(supported: {', '.join(spec.rules)})"])
+    rules = rules_for(spec, layout, path)
     # only shape-derived (pruned) targets need the renamed shapes; the engine renames again anyway
-    shapes = target_shapes(tensors, spec.rules[layout]) if spec.build_from_shapes else {}
+    shapes = target_shapes(tensors, rules) if spec.build_from_shapes else {}
     module = build_target(spec, shapes)
-    state, rows = map_tensors(name, tensors, module, spec.rules[layout], spec.fixups, spec.defaults)
+    state, rows = map_tensors(name, tensors, module, rules, spec.fixups, spec.defaults)
     load_into(module, state)
-    result = ConversionResult(spec, module, state, rows, path, layout, seed if init else None)
-    result.manifest = _manifest(result, sha256sum(path))
+    result = ConversionResult(spec, module, state, rows, path, layout, rules, seed if init else None)
+    result.manifest = _manifest(result, source_sha256(path))
     return result
 
 
 def _manifest(r: ConversionResult, source_sha256: str) -> dict:
-    rules_digest = digest([*r.spec.rules[r.layout], *r.spec.defaults], [f.name for f in r.spec.fixups])
+    rules_digest = digest([*r.rules, *r.spec.defaults], [f.name for f in r.spec.fixups])
     counts = {s: sum(row.status == s for row in r.mapping) for s in ("mapped", "ignored", "default")}
     meta = {"model": r.spec.name, "source_sha256": source_sha256, "converter_version": __version__,
             "rules_digest": rules_digest, "source_layout": r.layout,
@@ -92,6 +99,12 @@ def _manifest(r: ConversionResult, source_sha256: str) -> dict:
             "source": {"file": r.source.name, "sha256": source_sha256, "layout": r.layout,
                        "seed": r.seed},
             "counts": counts, "mapping": [row.to_dict() for row in r.mapping]}
+
+
+def rules_for(spec: ModelSpec, layout: str, path: Path) -> Sequence:
+    """The layout's rule table; a derived table (a function of the source) is built here."""
+    rules = spec.rules[layout]
+    return list(rules(path)) if callable(rules) else rules
 
 
 def target_shapes(tensors: Mapping[str, np.ndarray], rules) -> dict[str, tuple[int, ...]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from torch import nn
@@ -14,7 +15,7 @@ from .fixups import Fixup
 from .rules import Default, Ignore, Rule
 from .sources import SourceWeights
 
-FRAMEWORK_PACKAGES = ("converters.gluon",)  # paddle and detectron join here
+FRAMEWORK_PACKAGES = ("converters.gluon", "converters.paddle")  # detectron joins here
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,9 @@ class Preprocess:
     scale: float = 1 / 255
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # "short-side" sizes: "floor" (mx.image: short * long // short) | "round" (PaddleClas's
+    # ResizeImage: each side int(round(side * resize_short / min side)), Python floats)
+    resize_rounding: str = "floor"
 
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # gluoncv's CIFAR scripts
@@ -67,7 +71,9 @@ class ModelSpec:
     task: str  # "classification" | "detection" | "segmentation" | "pose"
     source_format: str  # reader name, e.g. "mxnet-params"
     build: Callable[[], nn.Module]  # target module, random init
-    rules: Mapping[str, Sequence[Rule | Ignore]]  # per source layout ("gluon", "export", ...)
+    # per source layout ("gluon", "export", "dygraph", ...): a rule table, or a function of the
+    # source path that derives one (inference programs, whose parameter names are generated)
+    rules: Mapping[str, Sequence[Rule | Ignore] | Callable[[Path], Sequence[Rule | Ignore]]]
     preprocess: Preprocess
     weights: Callable[[], SourceWeights]  # built on call: mirrors are read from the environment
     source_model: str  # the name the source framework knows it by
@@ -98,6 +104,10 @@ class ModelSpec:
     # layers after a discrete selection (NMS-picked proposals) are compared on identical inputs
     replay: Sequence[tuple[str, str]] = ()
     single_image: bool = False  # the source net's eval forward takes one image per call (gluoncv R-CNNs)
+    # the model's own input contract where the input size depends on the image (PP-OCR): RGB uint8
+    # HxWx3 -> (1, 3, H, W) float32; parity uses it instead of the preset pipelines
+    prepare: Callable[[Any], Any] | None = None
+    samples: Callable[[], list] | None = None  # parity inputs: [(name, RGB uint8)], default photographs
 
     @property
     def get_model_kwargs(self) -> dict[str, Any]:

@@ -10,6 +10,12 @@ from .sources import default_src_dir
 
 def seeded_source(spec: ModelSpec, seed: int) -> Path:
     """Path of the seeded checkpoint for ``spec``; built on first use (needs the source framework)."""
+    if spec.source_format == "paddle-inference":
+        raise ZooportError(f"{spec.name}: --init random is not offered for inference-format models; "
+                           "their real weights ship with the installed package (omit --init)")
+    if spec.framework == "paddle":
+        from .paddle import seeded as paddle_seeded  # builds with paddle itself
+        return paddle_seeded.seeded_source(spec, seed, default_src_dir() / "seeded")
     if spec.framework != "gluon":
         raise ZooportError(f"{spec.name}: no seeded-source builder for framework {spec.framework!r}")
     from .gluon import seeded

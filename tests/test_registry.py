@@ -15,6 +15,7 @@ from converters.rules import Default, Ignore, Rule
 from converters.sources import SourceWeights
 
 SPECS = registry.specs()
+GLUON = [s for s in SPECS if s.framework == "gluon"]
 
 
 def test_available_lists_the_gluon_models():
@@ -58,10 +59,21 @@ def spec(request) -> ModelSpec:
     return request.param
 
 
+@pytest.fixture(params=GLUON, ids=[s.name for s in GLUON])
+def gluon_spec(request) -> ModelSpec:
+    return request.param
+
+
 def test_weights_record_is_well_formed(spec, monkeypatch):
     monkeypatch.delenv("MXNET_GLUON_REPO", raising=False)
     w = spec.weights()
     assert isinstance(w, SourceWeights)
+    if w.archive == "package":  # shipped inside an installed wheel (PP-OCR)
+        assert w.url.startswith("pypi:") and w.package and w.member and w.sha1 is None
+        return
+    if w.archive == "tar":  # a PaddleX checkpoint directory; the tables publish no hashes
+        assert urlparse(w.url).scheme == "https" and w.url.endswith(".tar") and "/" not in w.filename
+        return
     assert re.fullmatch(r"[0-9a-f]{40}", w.sha1)
     url = urlparse(w.url)
     assert url.scheme == "https" and url.netloc and url.path.endswith(f"{w.name}-{w.sha1[:8]}.zip")
@@ -69,18 +81,18 @@ def test_weights_record_is_well_formed(spec, monkeypatch):
 
 
 @pytest.mark.oracle
-def test_weights_record_matches_gluoncv_model_store(spec):
+def test_weights_record_matches_gluoncv_model_store(gluon_spec):
     """Store name and sha1 are gluoncv's own (pruned nets keep legacy store names)."""
     from converters.frameworks import import_gluoncv
     import_gluoncv()
     from gluoncv.model_zoo import model_store
-    w = spec.weights()
-    assert model_store._model_sha1.get(w.name) == w.sha1, (spec.name, w.name)
+    w = gluon_spec.weights()
+    assert model_store._model_sha1.get(w.name) == w.sha1, (gluon_spec.name, w.name)
 
 
-def test_weights_url_follows_the_mirror(spec, monkeypatch):
+def test_weights_url_follows_the_mirror(gluon_spec, monkeypatch):
     monkeypatch.setenv("MXNET_GLUON_REPO", "https://mirror.example/repo")
-    assert spec.weights().url.startswith("https://mirror.example/repo/gluon/models/")
+    assert gluon_spec.weights().url.startswith("https://mirror.example/repo/gluon/models/")
 
 
 def test_preprocess_and_metrics(spec):
@@ -88,6 +100,10 @@ def test_preprocess_and_metrics(spec):
     assert isinstance(p, Preprocess)
     assert len(p.size) == 2 and all(isinstance(v, int) and v > 0 for v in p.size)
     assert len(p.mean) == 3 and len(p.std) == 3 and all(s > 0 for s in p.std)
+    if spec.prepare is not None:  # image-dependent input size (PP-OCR): the model's own contract
+        x = spec.prepare(spec.samples()[0][1])
+        assert x.ndim == 4 and x.shape[:2] == (1, 3) and x.dtype.name == "float32"
+        return
     assert p.resize in ("short-side", "exact", "none", "short-within")
     assert p.crop in ("center-floor", "center-round", "none")
     if p.resize == "short-side":
@@ -100,8 +116,11 @@ def test_preprocess_and_metrics(spec):
 
 
 def test_rules_are_documented(spec):
-    assert spec.rules.get("gluon"), "every gluon model needs rules for the save_parameters layout"
+    if spec.framework == "gluon":
+        assert spec.rules.get("gluon"), "every gluon model needs rules for the save_parameters layout"
     for layout, rules in spec.rules.items():
+        if callable(rules):  # derived from the source (inference programs): tests/test_paddle_program.py
+            continue
         assert rules, layout
         for r in rules:
             assert isinstance(r, (Rule, Ignore)), (layout, r)
@@ -112,5 +131,7 @@ def test_rules_are_documented(spec):
         assert isinstance(d, Default) and d.why.strip()
     for f in spec.fixups:
         assert f.name and f.why.strip()
-    assert spec.framework == "gluon" and spec.task in ("classification", "detection", "segmentation", "pose")
-    assert spec.source_format == "mxnet-params"
+    from converters.pipeline import READERS
+    assert spec.framework in ("gluon", "paddle") and spec.task in (
+        "classification", "detection", "segmentation", "pose", "text-detection", "text-recognition")
+    assert spec.source_format in READERS

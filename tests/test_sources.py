@@ -235,3 +235,59 @@ def test_connection_refused_is_weights_not_found(monkeypatch, src):
     with pytest.raises(WeightsNotFound, match="ConnectionError.*--weights"):
         resolve(record)
     assert list(src.iterdir()) == []
+
+
+# ---------------------------------------------------------------- Paddle: .tar checkpoint dirs, wheels
+
+def _tar(members: dict[str, bytes], links: dict[str, str] | None = None) -> bytes:
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tf.addfile(info)
+    return buf.getvalue()
+
+
+def _tar_record(server, body: bytes, name: str = "Net_pretrained") -> SourceWeights:
+    (server.root / f"{name}.tar").write_bytes(body)
+    port = server.server_address[1]
+    return SourceWeights(name, None, f"http://127.0.0.1:{port}/{name}.tar", name, archive="tar")
+
+
+def test_tar_checkpoint_directory_download_then_cached(server, src):
+    record = _tar_record(server, _tar({"Net_pretrained/conv1_weights": b"a", "Net_pretrained/fc_0.w_0": b"bb"}))
+    path = resolve(record)
+    assert path == src / "Net_pretrained" and path.is_dir()
+    assert sorted(p.name for p in path.iterdir()) == ["conv1_weights", "fc_0.w_0"]
+    assert sorted(p.name for p in src.iterdir()) == ["Net_pretrained"]  # no temp files left
+    assert resolve(record) == path and len(server.hits) == 1  # cached: no second download
+    assert sources.source_sha256(path) != sources.source_sha256(path / "fc_0.w_0")
+
+
+@pytest.mark.parametrize("members, links", [({"../evil": b"x"}, None), ({"/abs": b"x"}, None),
+                                            ({"a/ok": b"x"}, {"a/link": "/etc/passwd"})])
+def test_tar_unsafe_members_rejected_and_nothing_left(server, src, members, links):
+    record = _tar_record(server, _tar(members, links))
+    with pytest.raises(DownloadError, match="unsafe member"):
+        resolve(record)
+    assert not src.exists() or list(src.iterdir()) == []
+
+
+def test_package_record_resolves_inside_the_installed_package(tmp_path, monkeypatch):
+    pkg = tmp_path / "site" / "fakepkg"
+    (pkg / "models" / "m").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("raise ImportError('never imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    rec = SourceWeights("m", None, "pypi:fakepkg==1", "m", archive="package", package="fakepkg", member="models/m")
+    assert resolve(rec) == pkg / "models" / "m"
+    missing = SourceWeights("m", None, "pypi:nopkg==1", "m", archive="package", package="nopkg_zz", member="m")
+    with pytest.raises(WeightsNotFound, match="package 'nopkg_zz' is not installed"):
+        resolve(missing)
+    with pytest.raises(ValueError, match="package and member"):
+        SourceWeights("m", None, "pypi:x", "m", archive="package")

@@ -551,3 +551,45 @@ def _join_slices(path, key: str, info: Any, out: dict[str, np.ndarray]) -> np.nd
         raise ReaderError(path, f"slices hold {joined.size} elements, shape {shape} needs "
                           f"{math.prod(shape)}", tensor=key)
     return joined.reshape(shape)
+
+
+# --- what a user points at ----------------------------------------------------------------------
+
+INFERENCE_STEMS = ("inference", "model", "__model__")  # PaddleOCR/PaddleX, jit.save, fluid
+
+
+def inference_files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(program, params) of an inference-format model given as its directory or as a prefix
+    (``dir/inference`` for ``dir/inference.pdmodel`` + ``dir/inference.pdiparams``)."""
+    p = Path(path)
+    if p.is_dir():
+        for stem in INFERENCE_STEMS:
+            if (p / f"{stem}.pdmodel").is_file():
+                p = p / stem
+                break
+        else:
+            raise ReaderError(path, "no inference.pdmodel (or model.pdmodel) in this directory")
+    elif p.suffix in (".pdmodel", ".pdiparams"):
+        p = p.with_suffix("")
+    model, params = p.with_name(p.name + ".pdmodel"), p.with_name(p.name + ".pdiparams")
+    for f in (model, params):
+        if not f.is_file():
+            raise ReaderError(f, "missing: an inference model is a .pdmodel and a .pdiparams "
+                              "with one prefix")
+    return model, params
+
+
+def read_inference_path(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], str]:
+    """Reader entry for the pipeline: an inference model's parameters, layout "inference"."""
+    return read_inference(*inference_files(path)), "inference"
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], str]:
+    """Reader entry for the pipeline: a dygraph ``.pdparams`` file (layout "dygraph") or a
+    legacy fluid checkpoint directory (layout "fluid")."""
+    p = Path(path)
+    if p.is_dir():
+        return read_fluid_dir(p), "fluid"
+    if not p.is_file():
+        raise ReaderError(path, "does not exist (expected a .pdparams file or a fluid checkpoint directory)")
+    return read_pdparams(p), "dygraph"

@@ -1,0 +1,49 @@
+"""Paddle operations whose arithmetic differs from torch's built-ins; used by every Paddle family.
+
+Each is written out so the converted model computes what Paddle computes, not a near relative:
+- ``hard_sigmoid``: clip(slope * x + offset, 0, 1), slope 0.2 by default. torch's ``hardsigmoid``
+  is relu6(x + 3) / 6, i.e. slope 1/6: a different function, not a rounding difference.
+- ``hard_swish``: x * clip(x + offset, 0, threshold) / scale (3, 6, 6 by default, as torch).
+- ``Affine``: PP-LCNetV3's learnable affine block, scale * x + bias with one scalar each.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class HardSigmoid(nn.Module):
+    """Paddle's hard_sigmoid, in Paddle's order of operations. ``slope`` is rounded to float32 as
+    Paddle stores it: PP-LCNetV3 passes the literal 0.1666667 (float32 0.16666670143604279, not
+    float32(1/6) = 0.1666666716), so pass the program's value, not 1/6."""
+
+    def __init__(self, slope: float = 0.2, offset: float = 0.5):
+        super().__init__()
+        self.slope, self.offset = float(torch.tensor(slope, dtype=torch.float32)), float(offset)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(x * self.slope + self.offset, 0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"slope={self.slope}, offset={self.offset}"
+
+
+class HardSwish(nn.Module):
+    def __init__(self, offset: float = 3.0, threshold: float = 6.0, scale: float = 6.0):
+        super().__init__()
+        self.offset, self.threshold, self.scale = offset, threshold, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.clamp(x + self.offset, 0.0, self.threshold) / self.scale
+
+
+class Affine(nn.Module):
+    """scale * x + bias with scalar parameters (PP-LCNetV3's LearnableAffineBlock)."""
+
+    def __init__(self, scale: float = 1.0, bias: float = 0.0):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor([scale]))
+        self.bias = nn.Parameter(torch.tensor([bias]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x + self.bias
