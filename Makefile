@@ -4,28 +4,41 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.zooport-installed
-MODEL ?= ssd_512_resnet50_v1_voc
+MODEL ?=
+# `make convert` / `make verify` without MODEL: the PP-OCR models shipped in the installed wheel
+OCR_MODELS := ppocrv4_det ppocrv4_rec ppocr_mobile_v2_cls
 
-.PHONY: setup convert verify eval explain digits test parity parity-full bench readme clean
+.PHONY: setup convert verify ocr eval explain digits test parity parity-full bench readme clean
 
 setup: $(STAMP)
 
 # Re-runs only when the pins or the package metadata change; a second `make setup` is a no-op.
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "setuptools>=68" wheel
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $@
 
 # make convert MODEL=... [WEIGHTS=file | INIT=random [SEED=n]] [OUT=dir] [FORMAT=pth]
+# make convert (no MODEL): the three PP-OCR models from the installed wheel, then their parity summary
 convert: setup
+ifeq ($(MODEL),)
+	for m in $(OCR_MODELS); do $(BIN)/zooport convert $$m $(if $(OUT),--out $(OUT)) || exit 1; done
+	$(BIN)/zooport verify $(OCR_MODELS)
+else
 	$(BIN)/zooport convert $(MODEL) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(INIT),--init $(INIT)) \
 		$(if $(SEED),--seed $(SEED)) $(if $(OUT),--out $(OUT)) $(if $(FORMAT),--format $(FORMAT))
+endif
 
 verify: setup
-	$(BIN)/zooport verify $(MODEL) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(INIT),--init $(INIT)) \
-		$(if $(SEED),--seed $(SEED))
+	$(BIN)/zooport verify $(or $(MODEL),$(OCR_MODELS)) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+		$(if $(INIT),--init $(INIT)) $(if $(SEED),--seed $(SEED))
+
+# make ocr IMAGE=photo.jpg: the converted PP-OCR pipeline, torch only
+ocr: setup
+	$(BIN)/zooport ocr $(IMAGE)
 
 # make eval MODEL=... DATA=path [PREPROCESS=mxnet,cv2-exact,pil,torchvision] [FRAMEWORK=torch,mxnet]
 #   [NMS=..] [WEIGHTS=file | INIT=random] [LIMIT=n] [JSON=file] [NPROC=n: sharded with torchrun]

@@ -77,6 +77,44 @@ def convert(model: str = typer.Argument(..., help="model name (see `zooport list
     out.print(str(mpath))
 
 
+OCR_MODELS = ("ppocrv4_det", "ppocr_mobile_v2_cls", "ppocrv4_rec")
+
+
+@app.command()
+def ocr(image: Path = typer.Argument(..., help="an image file (anything OpenCV decodes)"),
+        weights_dir: Optional[Path] = typer.Option(None, "--weights-dir", help="converted PP-OCR models [default: weights/]; missing ones are converted from the installed wheel"),
+        direction: bool = typer.Option(True, "--cls/--no-cls", help="run the 0/180-degree direction classifier"),
+        as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
+    """Read the text in IMAGE with the converted PP-OCRv4 det -> cls -> rec models, in torch alone."""
+    import cv2
+    from .ocr import OCR
+    from .paddle.ppocr import charset_path
+    from .pipeline import convert as run, default_out_dir
+    try:
+        bgr = cv2.imread(str(image), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ZooportError(f"{image}: not an image OpenCV can decode (missing or corrupt?)")
+        folder = weights_dir or default_out_dir()
+        files = {}
+        for name in OCR_MODELS:
+            files[name] = folder / f"{name}.safetensors"
+            if not files[name].is_file():
+                with console.status(f"converting {name} from the installed wheel"):
+                    run(name).write(folder)
+        engine = OCR.load(files["ppocrv4_det"], files["ppocrv4_rec"], charset_path(),
+                          files["ppocr_mobile_v2_cls"] if direction else None)
+        lines = engine(bgr[..., ::-1].copy())
+    except ZooportError as exc:
+        fail(exc)
+    if as_json:
+        out.print_json(json.dumps([line.__dict__ for line in lines]))
+        return
+    for line in lines:
+        box = " ".join(f"{x},{y}" for x, y in line.box)
+        typer.echo(f"{box}\t{line.confidence:.3f}\t{line.text}")  # tab-separated: rich would expand tabs
+    console.print(f"{len(lines)} text line(s)")
+
+
 def main() -> None:  # pragma: no cover - the parity app is the real entry point
     app()
 

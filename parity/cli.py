@@ -13,7 +13,7 @@ from converters.errors import ZooportError
 
 
 @app.command()
-def verify(model: str = typer.Argument(..., help="model name (see `zooport list`)"),
+def verify(models: list[str] = typer.Argument(..., help="model name(s) (see `zooport list`)"),
            weights: Optional[Path] = typer.Option(None, "--weights", help="source checkpoint file"),
            init: Optional[Init] = typer.Option(None, "--init", help="'random': seeded source weights"),
            seed: int = typer.Option(0, "--seed"),
@@ -21,22 +21,46 @@ def verify(model: str = typer.Argument(..., help="model name (see `zooport list`
            save_runs: Optional[Path] = typer.Option(None, "--save-runs", help="write per-image HDF5 runs here"),
            size: Optional[str] = typer.Option(None, "--size", help="network input HxW instead of the preset's, e.g. 608x608"),
            as_json: bool = typer.Option(False, "--json", help="print the full report as JSON")) -> None:
-    """Run MODEL in the source framework and in torch on real photographs; compare every layer."""
+    """Run MODEL(s) in the source framework and in torch on real inputs; compare every layer.
+    With several models, a summary table follows the per-model reports."""
+    from converters import registry
     from converters.samples import sample_photos
     from .verify import verify as run
-    try:
-        with console.status(f"verifying {model} against its source framework"):
-            photos = sample_photos()[: images or None]
-            report = run(model, weights=weights, init=init.value if init else None, seed=seed,
-                         images=photos, save_runs=save_runs, size=_size(size))
-    except ZooportError as exc:
-        fail(exc)
-    if as_json:
-        out.print_json(json.dumps(report.to_dict(), default=float))
-    else:
-        _print(report)
-    if not report.passed:
+    if len(models) > 1 and weights is not None:
+        fail(ZooportError("--weights names one checkpoint: give one model with it"))
+    reports = []
+    for model in models:
+        try:
+            with console.status(f"verifying {model} against its source framework"):
+                spec = registry.get(model)
+                pool = spec.samples() if spec.samples else sample_photos()  # the model's own inputs
+                report = run(model, weights=weights, init=init.value if init else None, seed=seed,
+                             images=pool[: images or None], save_runs=save_runs, size=_size(size))
+        except ZooportError as exc:
+            fail(exc)
+        if as_json:
+            out.print_json(json.dumps(report.to_dict(), default=float))
+        else:
+            _print(report)
+        reports.append(report)
+    if len(reports) > 1 and not as_json:
+        _summary(reports)
+    if not all(r.passed for r in reports):
         raise typer.Exit(1)
+
+
+def _summary(reports) -> None:
+    from .summary import task_check
+    table = Table("model", "source", "layer pairs", "worst needed/allowed", "first divergent", "task check", "verdict",
+                  title="parity summary")
+    for r in reports:
+        diffs = r.layers.diffs + r.outputs
+        ratio = max((d.needed / d.allowed for d in diffs if d.allowed), default=0.0)
+        first = r.layers.first_divergent
+        table.add_row(r.model, "seeded" if r.source.get("seeded") else r.source["file"], str(len(r.layers.diffs)),
+                      f"{ratio:.2f}", first.name if first is not None else "none", task_check(r),
+                      "[green]PASS[/]" if r.passed else "[red]FAIL[/]")
+    out.print(table)
 
 
 def _size(text: str | None) -> tuple[int, int] | None:
@@ -78,6 +102,14 @@ def _print(report) -> None:
         a = report.argmax
         out.print(f"argmax per {a['unit']}: {a['identical']}/{a['count']} identical, {a['tie_explained']} differing "
                   f"only inside ties (<= {a['tie_tol']:.1e}), {a['unexplained']} unexplained")
+    if report.ocr and "boxes" in report.ocr:
+        o = report.ocr
+        out.print(f"DB boxes: identical on {o['identical_images']}/{o['images']} images ({o['boxes']} source boxes); "
+                  f"{o['mask_flips']} binarisation flips, {o['mask_flips_unexplained']} outside ties (<= {o['tie_tol']:.1e})")
+    elif report.ocr:
+        o = report.ocr
+        out.print(f"CTC strings: {o['identical']}/{o['lines']} identical, {o['tie_explained']} differing only inside "
+                  f"ties, {o['unexplained']} unexplained; source read: {' | '.join(o['texts'])}")
     out.print("[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]")
 
 

@@ -17,7 +17,7 @@ MARK_START, MARK_END = "<!-- models:start -->", "<!-- models:end -->"
 
 
 def task_check(report) -> str:
-    """The task-level verdict in words: top-5 order, detections, or argmax maps."""
+    """The task-level verdict in words: top-5 order, detections, argmax maps, OCR boxes or strings."""
     if report.topk:
         t = report.topk
         return (f"top-5 identical {t['identical']}/{t['images']}"
@@ -30,6 +30,13 @@ def task_check(report) -> str:
             text += "; changed by nms " + ", ".join(
                 f"{k} {v['changed']}" for k, v in report.nms_variants.items() if k != "mxnet")
         return text
+    if report.ocr and "boxes" in report.ocr:
+        o = report.ocr
+        return f"DB boxes identical on {o['identical_images']}/{o['images']} images ({o['boxes']} boxes)"
+    if report.ocr:
+        o = report.ocr
+        return (f"strings identical {o['identical']}/{o['lines']}"
+                + (f" (+{o['tie_explained']} in ties)" if o["tie_explained"] else ""))
     a = report.argmax
     return (f"argmax {a['identical']}/{a['count']} {a['unit']}s identical"
             + (f" (+{a['tie_explained']} in ties)" if a["tie_explained"] else ""))
@@ -63,7 +70,7 @@ def table(summary_dir: Path = SUMMARY_DIR) -> str:
             n = s["above_1e-4"]
             verdict += f" ({n} pair{'s' if n > 1 else ''} above 1e-4, within {'their' if n > 1 else 'its'} fp32 floor)"
         rows.append(f"| {spec.name} | {spec.family} | {size} | {s['params'] / 1e6:.1f}M | {s['pairs']} | "
-                    f"{s['max_needed']:.1e} | {s['task_check']} on {s['images']} photos | {verdict} |")
+                    f"{s['max_needed']:.1e} | {s['task_check']} on {s['images']} {'real' if not s['seeded'] else ''} images | {verdict} |".replace("  ", " "))
     return "\n".join(rows)
 
 

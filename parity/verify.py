@@ -39,6 +39,7 @@ class ParityReport:
     nms_variants: dict | None = None
     # segmentation (per pixel) / pose (per joint): argmax identical except at reference ties
     argmax: dict | None = None
+    ocr: dict | None = None  # text detection: DB boxes; text recognition: decoded strings
     size: tuple[int, int] | None = None  # network input (H, W) when not the preset's
     replayed: list[str] = field(default_factory=list)  # target modules continued from the source's output
 
@@ -46,7 +47,8 @@ class ParityReport:
     def passed(self) -> bool:
         task_ok = (self.topk is None or self.topk["unexplained"] == 0) and (
             self.detections is None or self.detections.passed) and (
-            self.argmax is None or self.argmax["unexplained"] == 0)
+            self.argmax is None or self.argmax["unexplained"] == 0) and (
+            self.ocr is None or self.ocr["unexplained"] == 0)
         return self.layers.passed and all(d.passed for d in self.outputs) and task_ok
 
     def __bool__(self) -> bool:
@@ -58,12 +60,18 @@ class ParityReport:
                 "layers": self.layers.to_dict(), "outputs": [d.to_dict() for d in self.outputs],
                 "topk": self.topk, "detections": self.detections.to_dict() if self.detections else None,
                 "detection_tolerance": self.detection_tol, "nms_variants": self.nms_variants,
-                "argmax": self.argmax, "size": list(self.size) if self.size else None,
+                "argmax": self.argmax, "ocr": self.ocr, "size": list(self.size) if self.size else None,
                 "replayed": self.replayed}
 
 
 def oracle_for(result: ConversionResult):
     spec = result.spec
+    if spec.source_format == "paddle-inference":
+        from .oracles.paddle_program import ProgramOracle
+        return ProgramOracle(result.source)
+    if spec.source_format == "paddle-checkpoint":
+        from .oracles.paddle_dygraph import DygraphOracle
+        return DygraphOracle(spec, result.source, result.layout)
     if spec.framework != "gluon":
         raise ParityError(f"{spec.name}: no oracle for framework {spec.framework!r}")
     from .oracles.mxnet import GluonOracle
@@ -231,10 +239,13 @@ def verify(name: str, weights: str | Path | None = None, init: str | None = None
     pre = dataclasses.replace(spec.preprocess, size=tuple(size)) if size else spec.preprocess
     pairs = layer_pairs(result, oracle)
     module64 = copy.deepcopy(result.module).double()
-    images = list(images) if images is not None else sample_photos()
+    if images is None:
+        images = spec.samples() if spec.samples else sample_photos()
+    images = list(images)
     runs, by_pair = [], {}
     for img_name, img in images:
-        run = _run_image(result, oracle, module64, pairs, preprocess(img, pre, variant).numpy()[None])
+        x = spec.prepare(img) if spec.prepare else preprocess(img, pre, variant).numpy()[None]
+        run = _run_image(result, oracle, module64, pairs, x)
         if save_runs:
             save_run(Path(save_runs) / f"{name}-{img_name}-{spec.framework}.h5", run.ref, {"image": img_name})
             save_run(Path(save_runs) / f"{name}-{img_name}-torch.h5", run.got, {"image": img_name})
@@ -289,6 +300,15 @@ def _report(result: ConversionResult, by_pair: dict[str, TensorDiff], names: lis
     elif spec.task in ("segmentation", "pose"):
         report.outputs = _outputs(spec, runs)
         report.argmax = argmax_check(runs, "pixel" if spec.task == "segmentation" else "joint")
+    elif spec.task in ("text-detection", "text-recognition"):
+        from . import ocr
+        report.outputs = _outputs(spec, runs)
+        if spec.task == "text-detection":
+            report.ocr = ocr.db_check(runs)
+        else:
+            from converters.arch.ctc import load_charset
+            from converters.paddle.ppocr import charset_path
+            report.ocr = ocr.ctc_check(runs, load_charset(charset_path()))
     else:
         raise ParityError(f"{spec.name}: no parity check for task {spec.task!r}")
     return report
