@@ -14,18 +14,24 @@ def _missing(name: str, exc: Exception) -> ZooportError:
                         hint="run `make setup` to install the pinned oracle stack")
 
 
-def import_mxnet() -> ModuleType:
-    # MKLDNN's subgraph pass fuses conv+bn and breaks reading a symbol's internal outputs.
-    os.environ.setdefault("MXNET_SUBGRAPH_BACKEND", "NONE")
+def _import_keeping_torch_threads(name: str) -> ModuleType:
+    """Import a framework; its OpenMP init (libmxnet, libpaddle) can leave torch with one thread."""
+    import importlib
     torch = sys.modules.get("torch")
     threads = torch.get_num_threads() if torch is not None else None
     try:
-        import mxnet
+        module = importlib.import_module(name)
     except Exception as exc:  # noqa: BLE001 - any import failure means the oracle is unavailable
-        raise _missing("mxnet", exc) from exc
+        raise _missing(name, exc) from exc
     if threads is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)  # libmxnet's OpenMP init leaves torch with one thread
-    return mxnet
+        torch.set_num_threads(threads)
+    return module
+
+
+def import_mxnet() -> ModuleType:
+    # MKLDNN's subgraph pass fuses conv+bn and breaks reading a symbol's internal outputs.
+    os.environ.setdefault("MXNET_SUBGRAPH_BACKEND", "NONE")
+    return _import_keeping_torch_threads("mxnet")
 
 
 def import_gluoncv() -> ModuleType:
@@ -52,15 +58,7 @@ def import_paddle() -> ModuleType:
     if "paddle" not in sys.modules:
         os.environ.setdefault("FLAGS_enable_pir_api", "0")
         os.environ.setdefault("GLOG_minloglevel", "2")  # paddle's C++ INFO lines drown test output
-    torch = sys.modules.get("torch")
-    threads = torch.get_num_threads() if torch is not None else None
-    try:
-        import paddle
-    except Exception as exc:  # noqa: BLE001 - any import failure means the oracle is unavailable
-        raise _missing("paddle", exc) from exc
-    if threads is not None and torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    return paddle
+    return _import_keeping_torch_threads("paddle")
 
 
 def import_ppcls() -> ModuleType:
