@@ -20,7 +20,9 @@ def slow(name: str) -> bool:
     return registry.get(name).slow or name in PARITY_FULL_ONLY
 
 
-def sweep_params():
-    """pytest params over the registry, parity-full-only models marked slow."""
+def sweep_params(framework: str | None = None):
+    """pytest params over the registry (one framework's models if given), parity-full-only models
+    marked slow."""
     import pytest
-    return [pytest.param(n, marks=[pytest.mark.slow] if slow(n) else []) for n in registry.names()]
+    return [pytest.param(n, marks=[pytest.mark.slow] if slow(n) else []) for n in registry.names()
+            if framework is None or registry.get(n).framework == framework]

@@ -268,6 +268,10 @@ def test_build_tiny_refuses_a_non_empty_root(tmp_path):
 def test_dataset_kind_for_every_registered_model():
     from converters import registry
     for spec in registry.specs():
+        if spec.task.startswith("text-"):  # PP-OCR: no text dataset reader yet, said in one line
+            with pytest.raises(DatasetError, match=f"{spec.name}: no dataset kind known"):
+                dataset_kind_for(spec)
+            continue
         assert TASKS[dataset_kind_for(spec)] == spec.task, spec.name
     expect = {"resnet50_v1": "imagenet", "cifar_resnet20_v1": "folder", "ssd_512_resnet50_v1_voc": "voc07",
               "yolo3_darknet53_coco": "coco", "simple_pose_resnet18_v1b": "coco-keypoints",
