@@ -63,6 +63,8 @@ def _registry_records():
     """Every distinct record in the registry, at each parity size too (verify's --size)."""
     out = {}
     for spec in registry.specs():
+        if spec.prepare is not None:  # PP-OCR: image-dependent sizes, the model's own contract (tests/test_ocr_post.py)
+            continue
         for size in (spec.preprocess.size, *spec.parity_sizes):
             rec = spec.preprocess if size == spec.preprocess.size else dataclasses.replace(spec.preprocess, size=size)
             out.setdefault(rec, spec.name)
