@@ -8,6 +8,7 @@ Each is written out so the converted model computes what Paddle computes, not a 
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,7 +20,7 @@ class HardSigmoid(nn.Module):
 
     def __init__(self, slope: float = 0.2, offset: float = 0.5):
         super().__init__()
-        self.slope, self.offset = float(torch.tensor(slope, dtype=torch.float32)), float(offset)
+        self.slope, self.offset = float(np.float32(slope)), float(offset)  # no tensor: builds on meta too
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(x * self.slope + self.offset, 0.0, 1.0)

@@ -51,9 +51,14 @@ def _prepare_det(img):
     return det_input(img)[0]
 
 
-def _prepare_line(shape, img):
-    from ..ocr import line_input, rec_width
-    return line_input(img, shape, rec_width([img]) if shape[1] == 320 else None)[None]
+def _prepare_rec(img):
+    from ..ocr import REC_SHAPE, line_input, rec_width
+    return line_input(img, REC_SHAPE, rec_width([img]))[None]
+
+
+def _prepare_cls(img):
+    from ..ocr import CLS_SHAPE, line_input
+    return line_input(img, CLS_SHAPE)[None]
 
 
 def _scenes():
@@ -92,13 +97,13 @@ _register("ppocrv4_det", "ch_PP-OCRv4_det_infer", "text-detection", _det, (1, 3,
            "Input: long side <= 960, sides rounded to multiples of 32, BGR with ImageNet mean/std."), images=3)
 _register("ppocrv4_rec", "ch_PP-OCRv4_rec_infer", "text-recognition", _rec, (1, 3, 48, 320),
           Preprocess("ppocr-rec", (48, 320), "height", color="BGR", mean=(0.5,) * 3, std=(0.5,) * 3),
-          functools.partial(_prepare_line, (48, 320)), _lines,
+          _prepare_rec, _lines,
           ("PP-LCNetV3 x0.95 backbone (text strides), SVTR neck (2 blocks, dim 120, 8 heads), "
            "CTC head over 6625 classes (blank + ppocr_keys_v1 + space).",
            "Input: height 48, width ceil(48 w / h), padded to >= 320, (x / 255 - 0.5) / 0.5."))
 _register("ppocr_mobile_v2_cls", "ch_ppocr_mobile_v2_cls_infer", "classification", _cls, (1, 3, 48, 192),
           Preprocess("ppocr-cls", (48, 192), "height", color="BGR", mean=(0.5,) * 3, std=(0.5,) * 3),
-          functools.partial(_prepare_line, (48, 192)), _lines_both_ways,
+          _prepare_cls, _lines_both_ways,
           ("MobileNetV3 small x0.35 with text strides (2, 1), 2x2 max pool, Linear to 2 classes "
            "(0 / 180 degrees), softmax.",
            "Input: height 48, width ceil(48 w / h) up to 192, zero-padded, (x / 255 - 0.5) / 0.5."))

@@ -7,6 +7,7 @@ tests keep checking it). Capture points are variable names: the output of the pr
 owns a source tensor (converters/paddle/program.py groups a conv with its bias add, etc.)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,18 +33,16 @@ class ProgramOracle:
         if len(self.feeds) != 1:
             raise ParityError(f"{self.pdmodel}: {len(self.feeds)} inputs; the oracle feeds one image tensor")
 
+    @contextlib.contextmanager
     def _static(self):
-        paddle = self.paddle
-
-        class _Mode:  # static mode is process-wide: restore dygraph for whoever runs next
-            def __enter__(self):
-                self.was_dygraph = paddle.in_dynamic_mode()
-                paddle.enable_static()
-
-            def __exit__(self, *exc):
-                if self.was_dygraph:
-                    paddle.disable_static()
-        return _Mode()
+        """Static mode is process-wide: restore dygraph for whoever runs next."""
+        was_dygraph = self.paddle.in_dynamic_mode()
+        self.paddle.enable_static()
+        try:
+            yield
+        finally:
+            if was_dygraph:
+                self.paddle.disable_static()
 
     def capture_point(self, source: str) -> str:
         layer = self.layer_of.get(source)
