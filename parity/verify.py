@@ -229,12 +229,21 @@ def argmax_check(runs: list[_Runs], unit: str) -> dict:
     return out
 
 
+def _require_eval(module, name: str) -> None:
+    """A live Dropout's noise would be absorbed into the fp64 floor and pass: refuse training mode."""
+    live = [path or "(root)" for path, m in module.named_modules() if m.training]
+    if live:
+        raise ParityError(f"{name}: the converted module is in training mode ({len(live)} modules, "
+                          f"first {live[0]}); call .eval() before verifying")
+
+
 def verify(name: str, weights: str | Path | None = None, init: str | None = None, seed: int = 0,
            images: Sequence[tuple[str, np.ndarray]] | None = None, variant: str = "mxnet",
            save_runs: str | Path | None = None, result: ConversionResult | None = None,
            size: tuple[int, int] | None = None) -> ParityReport:
     """``size``: run at this network input (H, W) instead of the preset's (sizes a model accepts)."""
     result = result or convert(name, weights=weights, init=init, seed=seed)
+    _require_eval(result.module, name)
     spec, oracle = result.spec, oracle_for(result)
     pre = dataclasses.replace(spec.preprocess, size=tuple(size)) if size else spec.preprocess
     pairs = layer_pairs(result, oracle)

@@ -1,11 +1,14 @@
 """The task checks of parity.verify on synthetic runs (no framework needed): argmax maps for
-segmentation and pose, tie-aware."""
+segmentation and pose, tie-aware; and its refusal of a module in training mode."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 
+from converters.errors import ParityError
 from parity.compare import FLOOR_FACTOR
-from parity.verify import _Runs, argmax_check
+from parity.verify import _Runs, _require_eval, argmax_check
 
 
 def _run(ref, got, exact) -> _Runs:
@@ -44,3 +47,12 @@ def test_pose_argmax_per_joint_over_flattened_heatmap():
     got[0, j, (y + 5) % 16, x] = ref[0, j, y, x] + 0.5  # moves joint 3's peak
     r = argmax_check([_run(ref, got, got)], "joint")
     assert r["count"] == 17 and r["identical"] == 16 and r["unexplained"] == 1
+
+
+def test_verify_refuses_a_module_in_training_mode():
+    """Before any oracle runs: a module left in training mode (live Dropout) is an error, not a pass."""
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5))
+    _require_eval(net.eval(), "toy")
+    net[1].train()
+    with pytest.raises(ParityError, match=r"toy: .*training mode \(1 modules, first 1\)"):
+        _require_eval(net, "toy")
