@@ -15,13 +15,10 @@ links: one file per variable, static names as PaddleClas's release 1.x/2.0 ``mob
 from __future__ import annotations
 
 import functools
-import re
-from dataclasses import dataclass
 from typing import Iterator
 
 from ..arch.mobilenet import V2_STAGES, MobileNet, MobileNetConfig
-from ..rules import Rule, bn_rules
-from .paddlex import register_classifier
+from .paddlex import ConvBN, Tensor, layout_tables, register_classifier
 
 # paddle.nn.BatchNorm default epsilon 1e-5; V1 ReLU, V2 relu6 (min(max(x, 0), 6))
 V1 = MobileNetConfig(1, 1.0, "relu", bn_eps=1e-5)
@@ -31,27 +28,21 @@ V1_NAMES = ("conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv4_1", "conv4_2",
             *(f"conv5_{i}" for i in range(1, 7)), "conv6")
 
 
-@dataclass(frozen=True)
-class Layer:
-    """One conv-BN layer: its dygraph path and that path's conv/BN attribute names, its static
-    name, and our ConvBN module."""
-
-    dygraph: str
-    conv_attr: str
-    bn_attr: str
-    fluid: str
-    target: str
+def _convbn(dygraph: str, conv_attr: str, bn_attr: str, fluid: str, target: str) -> ConvBN:
+    """A conv-BN layer: static ``<fluid>_weights`` / ``<fluid>_bn_*``; ours a ConvBN at ``target``."""
+    return ConvBN(f"{dygraph}.{conv_attr}", f"{dygraph}.{bn_attr}", fluid, f"{fluid}_bn",
+                  f"{target}.conv", f"{target}.bn")
 
 
-def v1_layers() -> Iterator[Layer]:
-    yield Layer("conv", "conv", "bn", "conv1", "stem")
+def v1_layers() -> Iterator[ConvBN]:
+    yield _convbn("conv", "conv", "bn", "conv1", "stem")
     for i, name in enumerate(V1_NAMES):
-        yield Layer(f"blocks.{i}.depthwise_conv", "conv", "bn", f"{name}_dw", f"blocks.{i}.dw")
-        yield Layer(f"blocks.{i}.pointwise_conv", "conv", "bn", f"{name}_sep", f"blocks.{i}.pw")
+        yield _convbn(f"blocks.{i}.depthwise_conv", "conv", "bn", f"{name}_dw", f"blocks.{i}.dw")
+        yield _convbn(f"blocks.{i}.pointwise_conv", "conv", "bn", f"{name}_sep", f"blocks.{i}.pw")
 
 
-def v2_layers() -> Iterator[Layer]:
-    yield Layer("conv1", "_conv", "_batch_norm", "conv1_1", "stem")
+def v2_layers() -> Iterator[ConvBN]:
+    yield _convbn("conv1", "_conv", "_batch_norm", "conv1_1", "stem")
     flat = 0
     for s, (_, _, n, _) in enumerate(V2_STAGES):
         stage = f"conv{s + 2}"
@@ -59,55 +50,26 @@ def v2_layers() -> Iterator[Layer]:
             block = f"{stage}._first_block" if b == 0 else f"{stage}.{stage}_{b + 1}"
             for part, suffix, target in (("_expand_conv", "expand", "expand"), ("_bottleneck_conv", "dwise", "dw"),
                                          ("_linear_conv", "linear", "project")):
-                yield Layer(f"{block}.{part}", "_conv", "_batch_norm", f"{stage}_{b + 1}_{suffix}",
-                            f"blocks.{flat}.{target}")
+                yield _convbn(f"{block}.{part}", "_conv", "_batch_norm", f"{stage}_{b + 1}_{suffix}",
+                              f"blocks.{flat}.{target}")
             flat += 1
-    yield Layer("conv9", "_conv", "_batch_norm", "conv9", "head")
+    yield _convbn("conv9", "_conv", "_batch_norm", "conv9", "head")
 
 
 # classifier: (dygraph prefix, static weight, static bias)
 CLASSIFIERS = {1: ("fc", "fc7_weights", "fc7_offset"), 2: ("out", "fc10_weights", "fc10_offset")}
 
 
-def _layers(version: int) -> Iterator[Layer]:
-    return v1_layers() if version == 1 else v2_layers()
-
-
-def dygraph_rules(version: int) -> list[Rule]:
-    rules = []
-    for layer in _layers(version):
-        src = re.escape(layer.dygraph)
-        rules.append(Rule(rf"^{src}\.{layer.conv_attr}\.weight$", f"{layer.target}.conv.weight",
-                          f"{layer.dygraph} conv (no bias)"))
-        rules += bn_rules(rf"{src}\.{layer.bn_attr}\.", f"{layer.target}.bn.", f"{layer.dygraph} BN",
-                          names=("weight", "bias", "_mean", "_variance"))
-    fc = CLASSIFIERS[version][0]
-    rules.append(Rule(rf"^{fc}\.(weight|bias)$", r"fc.\1", "classifier (Linear weight stored [in, out])"))
-    return rules
-
-
-def fluid_rules(version: int) -> list[Rule]:
-    rules = []
-    for layer in _layers(version):
-        rules.append(Rule(rf"^{layer.fluid}_weights$", f"{layer.target}.conv.weight", f"static conv {layer.fluid}"))
-        rules += bn_rules(rf"{layer.fluid}_bn_", f"{layer.target}.bn.", f"static BN {layer.fluid}_bn",
-                          names=("scale", "offset", "mean", "variance"))
-    _, w, b = CLASSIFIERS[version]
-    rules += [Rule(rf"^{w}$", "fc.weight", "static classifier weight ([in, out])"),
-              Rule(rf"^{b}$", "fc.bias", "static classifier bias")]
-    return rules
+def tensors(version: int) -> Iterator[ConvBN | Tensor]:
+    yield from v1_layers() if version == 1 else v2_layers()
+    fc, w, b = CLASSIFIERS[version]
+    yield Tensor(f"{fc}.weight", w, "fc.weight", "classifier (Linear weight stored [in, out])")
+    yield Tensor(f"{fc}.bias", b, "fc.bias", "classifier bias")
 
 
 def fluid_names(version: int) -> dict[str, str]:
     """dygraph state-dict key -> static variable name."""
-    out = {}
-    for layer in _layers(version):
-        out[f"{layer.dygraph}.{layer.conv_attr}.weight"] = f"{layer.fluid}_weights"
-        for dy, st in (("weight", "scale"), ("bias", "offset"), ("_mean", "mean"), ("_variance", "variance")):
-            out[f"{layer.dygraph}.{layer.bn_attr}.{dy}"] = f"{layer.fluid}_bn_{st}"
-    fc, w, b = CLASSIFIERS[version]
-    out.update({f"{fc}.weight": w, f"{fc}.bias": b})
-    return out
+    return layout_tables(tensors(version))[2]
 
 
 NOTES = {
@@ -123,9 +85,10 @@ MODELS = (
 )
 
 for _name, _version, _cfg, _factory, _stem, _top1, _top5 in MODELS:
+    _dygraph, _fluid, _ = layout_tables(tensors(_version))
     register_classifier(
-        _name, "paddle.mobilenet", functools.partial(MobileNet, _cfg), dygraph=dygraph_rules(_version),
-        fluid=fluid_rules(_version), source_model=_factory, stem=_stem, top1=_top1, top5=_top5,
+        _name, "paddle.mobilenet", functools.partial(MobileNet, _cfg), dygraph=_dygraph, fluid=_fluid,
+        source_model=_factory, stem=_stem, top1=_top1, top5=_top5,
         seed_output_std={CLASSIFIERS[_version][0]: 3.0}, notes=(NOTES[_version],),
         # MobileNetV2's ppcls net names its parameters with the static names itself: the oracle reads them
         fluid_names=functools.partial(fluid_names, 1) if _version == 1 else None)

@@ -15,72 +15,35 @@ PaddleClas release 1.x/2.0 ``mobilenet_v3.py`` names): ``conv1``; block i is ``c
 from __future__ import annotations
 
 import functools
-import re
 from typing import Iterator
 
 from ..arch.mobilenet_v3 import CONFIGS
 from ..arch.mobilenet_v3_cls import MobileNetV3Classifier
-from ..rules import Rule, bn_rules
-from .paddlex import register_classifier
+from .paddlex import ConvBN, Tensor, layout_tables, register_classifier
 
-BN_NAMES = (("weight", "scale"), ("bias", "offset"), ("_mean", "mean"), ("_variance", "variance"))
+def tensors(arch: str) -> Iterator[ConvBN | Tensor]:
+    def convbn(dy: str, st: str, ours: str) -> ConvBN:
+        return ConvBN(f"{dy}.conv", f"{dy}.bn", st, f"{st}_bn", f"{ours}.conv", f"{ours}.bn")
 
-
-def conv_bn_layers(arch: str) -> Iterator[tuple[str, str, str]]:
-    """(dygraph ConvBNLayer path, static name, our ConvBNAct path) in network order."""
-    yield "conv", "conv1", "backbone.stem"
-    for i in range(len(CONFIGS[arch])):
+    yield convbn("conv", "conv1", "backbone.stem")
+    for i, block in enumerate(CONFIGS[arch]):
         for dy, st, ours in (("expand_conv", "expand", "expand"), ("bottleneck_conv", "depthwise", "dw"),
                              ("linear_conv", "linear", "project")):
-            yield f"blocks.{i}.{dy}", f"conv{i + 2}_{st}", f"backbone.blocks.{i}.{ours}"
-    yield "last_second_conv", "conv_last", "backbone.last"
-
-
-def biased_convs(arch: str) -> Iterator[tuple[str, str, str]]:
-    """(dygraph conv path, static prefix, our conv path) of the SE convs (weight and bias)."""
-    for i, block in enumerate(CONFIGS[arch]):
-        if block.se:
+            yield convbn(f"blocks.{i}.{dy}", f"conv{i + 2}_{st}", f"backbone.blocks.{i}.{ours}")
+        if block.se:  # two biased 1x1 convs
             for k, ours in ((1, "reduce"), (2, "expand")):
-                yield f"blocks.{i}.mid_se.conv{k}", f"conv{i + 2}_se_{k}", f"backbone.blocks.{i}.se.{ours}"
-
-
-def dygraph_rules(arch: str) -> list[Rule]:
-    rules = []
-    for dy, _, ours in conv_bn_layers(arch):
-        src = re.escape(dy)
-        rules.append(Rule(rf"^{src}\.conv\.weight$", f"{ours}.conv.weight", f"{dy} conv (no bias)"))
-        rules += bn_rules(rf"{src}\.bn\.", f"{ours}.bn.", f"{dy} BN", names=tuple(d for d, _ in BN_NAMES))
-    for dy, _, ours in biased_convs(arch):
-        rules.append(Rule(rf"^{re.escape(dy)}\.(weight|bias)$", rf"{ours}.\1", f"{dy}: squeeze-excite 1x1 conv"))
-    rules += [Rule(r"^last_conv\.weight$", "last_conv.weight", "1x1 conv after the pool (no bias)"),
-              Rule(r"^fc\.(weight|bias)$", r"fc.\1", "classifier (Linear weight stored [in, out])")]
-    return rules
-
-
-def fluid_rules(arch: str) -> list[Rule]:
-    rules = []
-    for _, st, ours in conv_bn_layers(arch):
-        rules.append(Rule(rf"^{st}_weights$", f"{ours}.conv.weight", f"static conv {st}"))
-        rules += bn_rules(rf"{st}_bn_", f"{ours}.bn.", f"static BN {st}_bn", names=tuple(s for _, s in BN_NAMES))
-    for _, st, ours in biased_convs(arch):
-        rules += [Rule(rf"^{st}_weights$", f"{ours}.weight", f"static squeeze-excite conv {st}"),
-                  Rule(rf"^{st}_offset$", f"{ours}.bias", f"static squeeze-excite conv {st} bias")]
-    rules += [Rule(r"^last_1x1_conv_weights$", "last_conv.weight", "static 1x1 conv after the pool"),
-              Rule(r"^fc_weights$", "fc.weight", "static classifier weight ([in, out])"),
-              Rule(r"^fc_offset$", "fc.bias", "static classifier bias")]
-    return rules
+                dy, st, tg = f"blocks.{i}.mid_se.conv{k}", f"conv{i + 2}_se_{k}", f"backbone.blocks.{i}.se.{ours}"
+                yield Tensor(f"{dy}.weight", f"{st}_weights", f"{tg}.weight", f"{dy}: squeeze-excite 1x1 conv")
+                yield Tensor(f"{dy}.bias", f"{st}_offset", f"{tg}.bias", f"{dy}: squeeze-excite 1x1 conv bias")
+    yield convbn("last_second_conv", "conv_last", "backbone.last")
+    yield Tensor("last_conv.weight", "last_1x1_conv_weights", "last_conv.weight", "1x1 conv after the pool (no bias)")
+    yield Tensor("fc.weight", "fc_weights", "fc.weight", "classifier (Linear weight stored [in, out])")
+    yield Tensor("fc.bias", "fc_offset", "fc.bias", "classifier bias")
 
 
 def fluid_names(arch: str) -> dict[str, str]:
     """dygraph state-dict key -> static variable name."""
-    out = {}
-    for dy, st, _ in conv_bn_layers(arch):
-        out[f"{dy}.conv.weight"] = f"{st}_weights"
-        out.update({f"{dy}.bn.{d}": f"{st}_bn_{s}" for d, s in BN_NAMES})
-    for dy, st, _ in biased_convs(arch):
-        out.update({f"{dy}.weight": f"{st}_weights", f"{dy}.bias": f"{st}_offset"})
-    out.update({"last_conv.weight": "last_1x1_conv_weights", "fc.weight": "fc_weights", "fc.bias": "fc_offset"})
-    return out
+    return layout_tables(tensors(arch))[2]
 
 
 NOTE = ("PaddleClas MobileNetV3: every block keeps its 1x1 expansion conv; SE gate is Paddle's hard_sigmoid "
@@ -96,8 +59,9 @@ MODELS = (
 )
 
 for _name, _arch, _factory, _stem, _top1, _top5 in MODELS:
+    _dygraph, _fluid, _ = layout_tables(tensors(_arch))
     register_classifier(
-        _name, "paddle.mobilenet_v3", functools.partial(MobileNetV3Classifier, _arch), dygraph=dygraph_rules(_arch),
-        fluid=fluid_rules(_arch), source_model=_factory, stem=_stem, top1=_top1, top5=_top5,
+        _name, "paddle.mobilenet_v3", functools.partial(MobileNetV3Classifier, _arch), dygraph=_dygraph,
+        fluid=_fluid, source_model=_factory, stem=_stem, top1=_top1, top5=_top5,
         seed_output_std={"fc": 3.0}, notes=(NOTE,), fluid_names=functools.partial(fluid_names, _arch),
         slow=_name.endswith("_ssld"))  # parity-full only: its seeded net is its plain twin's, bit for bit

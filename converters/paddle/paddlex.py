@@ -4,7 +4,9 @@ holds only its rules, its target and its table of models."""
 from __future__ import annotations
 
 import functools
-from typing import Callable, Mapping, Sequence
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Sequence, Union
 
 from torch import nn
 
@@ -26,6 +28,57 @@ def paddlex_weights(name: str, stem: str) -> SourceWeights:
 def paddlex_metrics(top1: float, top5: float) -> tuple[Metric, ...]:
     return (Metric("top1", top1, "ImageNet val", "PaddleX model library"),
             Metric("top5", top5, "ImageNet val", "PaddleX model library"))
+
+
+BN_DYGRAPH = ("weight", "bias", "_mean", "_variance")  # paddle.nn.BatchNorm(2D)'s state-dict names
+BN_STATIC = ("_scale", "_offset", "_mean", "_variance")  # PaddleClas 1.x static suffixes of a BN's prefix
+BN_TARGET = ("weight", "bias", "running_mean", "running_var")
+
+
+@dataclass(frozen=True)
+class ConvBN:
+    """One bias-free conv + BatchNorm under both source namings, and its target modules: dygraph
+    module paths ``dy_conv``/``dy_bn``; static ``<st_conv>_weights`` and ``<st_bn><suffix>`` for the
+    four ``st_bn_suffixes``; target module paths ``conv``/``norm``."""
+
+    dy_conv: str
+    dy_bn: str
+    st_conv: str
+    st_bn: str
+    conv: str
+    norm: str
+    st_bn_suffixes: tuple[str, str, str, str] = BN_STATIC
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """Any other tensor (classifier, biased conv): dygraph key, static name, target key, why."""
+
+    dygraph: str
+    fluid: str
+    target: str
+    why: str
+
+
+def _triples(entries: Iterable[Union[ConvBN, Tensor]]):
+    for e in entries:
+        if isinstance(e, Tensor):
+            yield e.dygraph, e.fluid, e.target, e.why
+            continue
+        yield f"{e.dy_conv}.weight", f"{e.st_conv}_weights", f"{e.conv}.weight", f"{e.dy_conv} conv (no bias)"
+        for dy, st, tg in zip(BN_DYGRAPH, e.st_bn_suffixes, BN_TARGET):
+            yield f"{e.dy_bn}.{dy}", f"{e.st_bn}{st}", f"{e.norm}.{tg}", f"{e.dy_bn} BN {dy.lstrip('_')}"
+
+
+def layout_tables(entries: Iterable[Union[ConvBN, Tensor]]) -> tuple[list[Rule], list[Rule], dict[str, str]]:
+    """One list of a net's tensors -> (dygraph rules, fluid rules, {dygraph key: static name}): both
+    layouts name the same tensors, so one table serves the rules of each and the oracle's name map."""
+    dygraph, fluid, names = [], [], {}
+    for dy, st, tg, why in _triples(entries):
+        dygraph.append(Rule(rf"^{re.escape(dy)}$", tg, why))
+        fluid.append(Rule(rf"^{re.escape(st)}$", tg, f"static {st}: {why}"))
+        names[dy] = st
+    return dygraph, fluid, names
 
 
 def register_classifier(name: str, family: str, build: Callable[[], nn.Module], *,

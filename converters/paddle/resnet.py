@@ -21,15 +21,13 @@ Two source layouts:
 from __future__ import annotations
 
 import functools
-import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Iterator
 
 import torchvision
 
 from ..arch.resnet import ResNet, ResNetConfig
-from ..rules import Rule, bn_rules
-from .paddlex import register_classifier
+from .paddlex import ConvBN, Tensor, layout_tables, register_classifier
 
 # paddle.nn.BatchNorm (ppcls's ConvBNLayer) and the static batch_norm op: epsilon 1e-5
 EPS = 1e-5
@@ -46,32 +44,24 @@ def config(depth: int, vd: bool) -> ResNetConfig:
     return replace(cfg, deep_stem=(32, 32), avg_down=True) if vd else cfg
 
 
-@dataclass(frozen=True)
-class Layer:
-    """One ppcls ConvBNLayer: its dygraph path, its static conv name, and our conv and BN modules."""
-
-    dygraph: str
-    fluid: str
-    conv: str
-    norm: str
-
-    @property
-    def fluid_bn(self) -> str:
-        return "bn_" + self.fluid if self.fluid == "conv1" else "bn" + self.fluid[3:]
-
-
 def _block_name(depth: int, stage: int, index: int) -> str:
     if depth >= 101 and stage == 2:  # 23 blocks: letters would run out
         return "res4a" if index == 0 else f"res4b{index}"
     return f"res{stage + 2}{chr(97 + index)}"
 
 
-def layers(cfg: ResNetConfig, depth: int) -> Iterator[Layer]:
+def _convbn(dygraph: str, fluid: str, conv: str, norm: str) -> ConvBN:
+    """A ppcls ConvBNLayer; its static BN drops "res" (``bn2a_branch2a``), the stem's is ``bn_conv1``."""
+    fluid_bn = "bn_" + fluid if fluid == "conv1" else "bn" + fluid[3:]
+    return ConvBN(f"{dygraph}.conv", f"{dygraph}.bn", fluid, fluid_bn, conv, norm)
+
+
+def tensors(cfg: ResNetConfig, depth: int) -> Iterator[ConvBN | Tensor]:
     if cfg.deep_stem:
         for k, (conv, norm) in enumerate((("conv1.0", "conv1.1"), ("conv1.3", "conv1.4"), ("conv1.6", "bn1"))):
-            yield Layer(f"stem.{k}", f"conv1_{k + 1}", conv, norm)
+            yield _convbn(f"stem.{k}", f"conv1_{k + 1}", conv, norm)
     else:
-        yield Layer("stem.0", "conv1", "conv1", "bn1")
+        yield _convbn("stem.0", "conv1", "conv1", "bn1")
     body = ("conv1", "conv2", "conv3") if cfg.block == "bottleneck" else ("conv1", "conv2")
     pc, pn = ("1", "2") if cfg.avg_down else ("0", "1")
     flat = 0
@@ -79,48 +69,20 @@ def layers(cfg: ResNetConfig, depth: int) -> Iterator[Layer]:
         for j in range(n):
             name, block = _block_name(depth, s, j), f"layer{s + 1}.{j}"
             for p, conv in enumerate(body):
-                yield Layer(f"blocks.{flat}.conv{p}", f"{name}_branch2{'abc'[p]}", f"{block}.{conv}",
-                            f"{block}.bn{p + 1}")
+                yield _convbn(f"blocks.{flat}.conv{p}", f"{name}_branch2{'abc'[p]}", f"{block}.{conv}",
+                              f"{block}.bn{p + 1}")
             if j == 0 and cfg.has_projection(s):
-                yield Layer(f"blocks.{flat}.short", f"{name}_branch1", f"{block}.downsample.{pc}",
-                            f"{block}.downsample.{pn}")
+                yield _convbn(f"blocks.{flat}.short", f"{name}_branch1", f"{block}.downsample.{pc}",
+                              f"{block}.downsample.{pn}")
             flat += 1
-
-
-def dygraph_rules(cfg: ResNetConfig, depth: int) -> list[Rule]:
-    rules = []
-    for layer in layers(cfg, depth):
-        src = re.escape(layer.dygraph)
-        rules.append(Rule(rf"^{src}\.conv\.weight$", f"{layer.conv}.weight", f"{layer.dygraph} conv (no bias)"))
-        rules += bn_rules(rf"{src}\.bn\.", f"{layer.norm}.", f"{layer.dygraph} BN",
-                          names=("weight", "bias", "_mean", "_variance"))
-    rules.append(Rule(r"^fc\.(weight|bias)$", r"fc.\1", "classifier (Linear weight stored [in, out])"))
-    return rules
-
-
-def fluid_rules(cfg: ResNetConfig, depth: int) -> list[Rule]:
-    rules = []
-    for layer in layers(cfg, depth):
-        rules.append(Rule(rf"^{layer.fluid}_weights$", f"{layer.conv}.weight", f"static conv {layer.fluid}"))
-        rules += bn_rules(rf"{layer.fluid_bn}_", f"{layer.norm}.", f"static BN {layer.fluid_bn}",
-                          names=("scale", "offset", "mean", "variance"))
-    rules += [Rule(r"^fc_0\.w_0$", "fc.weight", "static classifier weight ([in, out])"),
-              Rule(r"^fc_0\.b_0$", "fc.bias", "static classifier bias")]
-    return rules
+    yield Tensor("fc.weight", "fc_0.w_0", "fc.weight", "classifier (Linear weight stored [in, out])")
+    yield Tensor("fc.bias", "fc_0.b_0", "fc.bias", "classifier bias")
 
 
 def fluid_names(cfg: ResNetConfig, depth: int) -> dict[str, str]:
     """dygraph state-dict key -> static variable name: the same net under both naming schemes."""
-    out = {}
-    for layer in layers(cfg, depth):
-        out[f"{layer.dygraph}.conv.weight"] = f"{layer.fluid}_weights"
-        for dy, st in (("weight", "scale"), ("bias", "offset"), ("_mean", "mean"), ("_variance", "variance")):
-            out[f"{layer.dygraph}.bn.{dy}"] = f"{layer.fluid_bn}_{st}"
-    out.update({"fc.weight": "fc_0.w_0", "fc.bias": "fc_0.b_0"})
-    return out
+    return layout_tables(tensors(cfg, depth))[2]
 
-
-# ------------------------------------------------------------------------------------ registry
 
 NOTES = {
     "vb": ("PaddleClas ResNet (vb): stride on the 3x3 conv, no conv biases, BN eps 1e-5; every stage's "
@@ -146,9 +108,10 @@ MODELS = (
 
 for _name, _depth, _vd, _factory, _stem, _top1, _top5 in MODELS:
     _cfg = config(_depth, _vd)
+    _dygraph, _fluid, _ = layout_tables(tensors(_cfg, _depth))
     register_classifier(
-        _name, "paddle.resnet", functools.partial(ResNet, _cfg), dygraph=dygraph_rules(_cfg, _depth),
-        fluid=fluid_rules(_cfg, _depth), source_model=_factory, stem=_stem, top1=_top1, top5=_top5,
+        _name, "paddle.resnet", functools.partial(ResNet, _cfg), dygraph=_dygraph, fluid=_fluid,
+        source_model=_factory, stem=_stem, top1=_top1, top5=_top5,
         seed_output_std={"fc": 3.0}, notes=(NOTES["vd" if _vd else "vb"],),
         fluid_names=functools.partial(fluid_names, _cfg, _depth),
         torchvision=None if _vd or _depth < 50 else TORCHVISION[_depth],
