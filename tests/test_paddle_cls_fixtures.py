@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+import converters
+from converters import registry
 from converters.engine import map_tensors
 from converters.io import paddle as pio
 from converters.registry import ModelSpec
@@ -97,6 +99,19 @@ def assert_layouts_agree(spec: ModelSpec, table: Mapping[str, str]) -> None:
     assert got_d.keys() == got_f.keys() == meta_target(spec).state_dict().keys()
     mapped = [k for k in got_d if not k.endswith("num_batches_tracked")]  # defaults: meta tensors here
     assert all(torch.equal(got_d[k], got_f[k]) for k in mapped)
+
+
+def convert_both_files(name: str, table: Mapping[str, str], directory: Path):
+    """Through the readers and the pipeline: one set of values written as a ``.pdparams`` file and as a
+    fluid directory converts to one state dict. Returns (dygraph result, the dygraph tensors)."""
+    dygraph = synthetic_source(registry.get(name), table)
+    a = converters.convert(name, weights=write_pdparams(directory / f"{name}.pdparams", dygraph))
+    b = converters.convert(name, weights=write_fluid_dir(directory / f"{name}_pretrained",
+                                                         {table[k]: v for k, v in dygraph.items()}))
+    assert (a.layout, b.layout) == ("dygraph", "fluid")
+    assert a.state_dict.keys() == b.state_dict.keys()
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    return a, dygraph
 
 
 # --------------------------------------------------------------------------- the helpers' own tests

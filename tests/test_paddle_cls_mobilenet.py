@@ -7,11 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-import converters
 from converters import registry
 from converters.arch.mobilenet import MobileNet, MobileNetConfig
 from converters.paddle import mobilenet as pm
-from test_paddle_cls_fixtures import assert_layouts_agree, synthetic_source, write_fluid_dir, write_pdparams
+from test_paddle_cls_fixtures import assert_layouts_agree, convert_both_files
 
 VERSIONS = {m[0]: m[1] for m in pm.MODELS}
 
@@ -43,13 +42,7 @@ def test_static_names_follow_paddleclas_1x():
 
 
 def test_files_in_both_layouts_convert_to_the_same_weights(tmp_path):
-    spec, table = registry.get("MobileNetV2"), pm.fluid_names(2)
-    dygraph = synthetic_source(spec, table)
-    a = converters.convert("MobileNetV2", weights=write_pdparams(tmp_path / "m.pdparams", dygraph))
-    b = converters.convert("MobileNetV2", weights=write_fluid_dir(tmp_path / "MobileNetV2_pretrained",
-                                                                  {table[k]: v for k, v in dygraph.items()}))
-    assert (a.layout, b.layout) == ("dygraph", "fluid")
-    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    a, dygraph = convert_both_files("MobileNetV2", pm.fluid_names(2), tmp_path)
     assert torch.equal(a.state_dict["fc.weight"], torch.from_numpy(dygraph["out.weight"].T))
     assert torch.equal(a.state_dict["blocks.0.expand.bn.running_var"],
                        torch.from_numpy(dygraph["conv2._first_block._expand_conv._batch_norm._variance"]))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import converters
 from converters import registry
 from converters.arch.mobilenet_v3_cls import DownscaleInInfer, MobileNetV3Classifier
 from converters.arch.paddle_ops import HardSigmoid
 from converters.paddle import mobilenet_v3 as pm
-from test_paddle_cls_fixtures import assert_layouts_agree, synthetic_source, write_fluid_dir, write_pdparams
+from test_paddle_cls_fixtures import assert_layouts_agree, convert_both_files
 
 ARCH = {m[0]: m[1] for m in pm.MODELS}
 
@@ -39,12 +38,7 @@ def test_static_names_follow_paddleclas_1x():
 
 
 def test_files_in_both_layouts_convert_to_the_same_weights(tmp_path):
-    spec, table = registry.get("MobileNetV3_small"), pm.fluid_names("small")
-    dygraph = synthetic_source(spec, table)
-    a = converters.convert(spec.name, weights=write_pdparams(tmp_path / "m.pdparams", dygraph))
-    b = converters.convert(spec.name, weights=write_fluid_dir(tmp_path / "d", {table[k]: v for k, v in dygraph.items()}))
-    assert (a.layout, b.layout) == ("dygraph", "fluid")
-    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    a, dygraph = convert_both_files("MobileNetV3_small", pm.fluid_names("small"), tmp_path)
     assert torch.equal(a.state_dict["backbone.blocks.0.se.reduce.bias"], torch.from_numpy(dygraph["blocks.0.mid_se.conv1.bias"]))
     assert torch.equal(a.state_dict["fc.weight"], torch.from_numpy(dygraph["fc.weight"].T))
 

@@ -18,7 +18,7 @@ import functools
 from typing import Iterator
 
 from ..arch.mobilenet import V2_STAGES, MobileNet, MobileNetConfig
-from .paddlex import ConvBN, Tensor, layout_tables, register_classifier
+from .paddlex import ConvBN, Tensor, classifier, layout_tables, register_classifier
 
 # paddle.nn.BatchNorm default epsilon 1e-5; V1 ReLU, V2 relu6 (min(max(x, 0), 6))
 V1 = MobileNetConfig(1, 1.0, "relu", bn_eps=1e-5)
@@ -63,8 +63,7 @@ CLASSIFIERS = {1: ("fc", "fc7_weights", "fc7_offset"), 2: ("out", "fc10_weights"
 def tensors(version: int) -> Iterator[ConvBN | Tensor]:
     yield from v1_layers() if version == 1 else v2_layers()
     fc, w, b = CLASSIFIERS[version]
-    yield Tensor(f"{fc}.weight", w, "fc.weight", "classifier (Linear weight stored [in, out])")
-    yield Tensor(f"{fc}.bias", b, "fc.bias", "classifier bias")
+    yield from classifier(fc, w, b)
 
 
 def fluid_names(version: int) -> dict[str, str]:

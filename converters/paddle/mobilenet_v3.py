@@ -19,7 +19,7 @@ from typing import Iterator
 
 from ..arch.mobilenet_v3 import CONFIGS
 from ..arch.mobilenet_v3_cls import MobileNetV3Classifier
-from .paddlex import ConvBN, Tensor, layout_tables, register_classifier
+from .paddlex import ConvBN, Tensor, classifier, layout_tables, register_classifier
 
 def tensors(arch: str) -> Iterator[ConvBN | Tensor]:
     def convbn(dy: str, st: str, ours: str) -> ConvBN:
@@ -37,8 +37,7 @@ def tensors(arch: str) -> Iterator[ConvBN | Tensor]:
                 yield Tensor(f"{dy}.bias", f"{st}_offset", f"{tg}.bias", f"{dy}: squeeze-excite 1x1 conv bias")
     yield convbn("last_second_conv", "conv_last", "backbone.last")
     yield Tensor("last_conv.weight", "last_1x1_conv_weights", "last_conv.weight", "1x1 conv after the pool (no bias)")
-    yield Tensor("fc.weight", "fc_weights", "fc.weight", "classifier (Linear weight stored [in, out])")
-    yield Tensor("fc.bias", "fc_offset", "fc.bias", "classifier bias")
+    yield from classifier("fc", "fc_weights", "fc_offset")
 
 
 def fluid_names(arch: str) -> dict[str, str]:

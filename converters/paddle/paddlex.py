@@ -36,6 +36,16 @@ BN_TARGET = ("weight", "bias", "running_mean", "running_var")
 
 
 @dataclass(frozen=True)
+class Norm:
+    """A BatchNorm alone: dygraph module path, static prefix (``<fluid><suffix>``), target module."""
+
+    dygraph: str
+    fluid: str
+    target: str
+    suffixes: tuple[str, str, str, str] = BN_STATIC
+
+
+@dataclass(frozen=True)
 class ConvBN:
     """One bias-free conv + BatchNorm under both source namings, and its target modules: dygraph
     module paths ``dy_conv``/``dy_bn``; static ``<st_conv>_weights`` and ``<st_bn><suffix>`` for the
@@ -60,17 +70,28 @@ class Tensor:
     why: str
 
 
-def _triples(entries: Iterable[Union[ConvBN, Tensor]]):
+def classifier(dygraph: str, weight: str, bias: str, target: str = "fc") -> tuple[Tensor, Tensor]:
+    """The final Linear: dygraph prefix, static weight and bias names, target module."""
+    return (Tensor(f"{dygraph}.weight", weight, f"{target}.weight", "classifier (Linear weight stored [in, out])"),
+            Tensor(f"{dygraph}.bias", bias, f"{target}.bias", "classifier bias"))
+
+
+Entry = Union[ConvBN, Norm, Tensor]
+
+
+def _triples(entries: Iterable[Entry]):
     for e in entries:
         if isinstance(e, Tensor):
             yield e.dygraph, e.fluid, e.target, e.why
-            continue
-        yield f"{e.dy_conv}.weight", f"{e.st_conv}_weights", f"{e.conv}.weight", f"{e.dy_conv} conv (no bias)"
-        for dy, st, tg in zip(BN_DYGRAPH, e.st_bn_suffixes, BN_TARGET):
-            yield f"{e.dy_bn}.{dy}", f"{e.st_bn}{st}", f"{e.norm}.{tg}", f"{e.dy_bn} BN {dy.lstrip('_')}"
+        elif isinstance(e, Norm):
+            for dy, st, tg in zip(BN_DYGRAPH, e.suffixes, BN_TARGET):
+                yield f"{e.dygraph}.{dy}", f"{e.fluid}{st}", f"{e.target}.{tg}", f"{e.dygraph} BN {dy.lstrip('_')}"
+        else:
+            yield f"{e.dy_conv}.weight", f"{e.st_conv}_weights", f"{e.conv}.weight", f"{e.dy_conv} conv (no bias)"
+            yield from _triples([Norm(e.dy_bn, e.st_bn, e.norm, e.st_bn_suffixes)])
 
 
-def layout_tables(entries: Iterable[Union[ConvBN, Tensor]]) -> tuple[list[Rule], list[Rule], dict[str, str]]:
+def layout_tables(entries: Iterable[Entry]) -> tuple[list[Rule], list[Rule], dict[str, str]]:
     """One list of a net's tensors -> (dygraph rules, fluid rules, {dygraph key: static name}): both
     layouts name the same tensors, so one table serves the rules of each and the oracle's name map."""
     dygraph, fluid, names = [], [], {}

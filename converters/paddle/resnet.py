@@ -27,7 +27,7 @@ from typing import Iterator
 import torchvision
 
 from ..arch.resnet import ResNet, ResNetConfig
-from .paddlex import ConvBN, Tensor, layout_tables, register_classifier
+from .paddlex import ConvBN, Tensor, classifier, layout_tables, register_classifier
 
 # paddle.nn.BatchNorm (ppcls's ConvBNLayer) and the static batch_norm op: epsilon 1e-5
 EPS = 1e-5
@@ -75,8 +75,7 @@ def tensors(cfg: ResNetConfig, depth: int) -> Iterator[ConvBN | Tensor]:
                 yield _convbn(f"blocks.{flat}.short", f"{name}_branch1", f"{block}.downsample.{pc}",
                               f"{block}.downsample.{pn}")
             flat += 1
-    yield Tensor("fc.weight", "fc_0.w_0", "fc.weight", "classifier (Linear weight stored [in, out])")
-    yield Tensor("fc.bias", "fc_0.b_0", "fc.bias", "classifier bias")
+    yield from classifier("fc", "fc_0.w_0", "fc_0.b_0")
 
 
 def fluid_names(cfg: ResNetConfig, depth: int) -> dict[str, str]:
