@@ -1,0 +1,119 @@
+"""HRNet classifier (the "_C" ImageNet nets of HRNet's classification paper) as a plain PyTorch
+module, framework-neutral names.
+
+Layout: a stride-4 stem (two 3x3/2 conv-BN-ReLU), four ResNet bottlenecks, then stages 2..4 of
+high-resolution modules over 2, 3, 4 parallel branches (widths w, 2w, 4w, 8w). A module runs
+``blocks`` basic blocks per branch, then fuses: output i = ReLU(x_i + sum over j != i of
+  j > i: nearest-upsample(BN(conv1x1(x_j)), 2^(j-i))
+  j < i: (i - j) conv3x3/2-BN layers, ReLU between them, the last one to branch i's width).
+Each new branch is a 3x3/2 conv-BN-ReLU on the lowest-resolution one. The classification head lifts
+every branch through a bottleneck (with a projection) to 128/256/512/1024 channels, merges them
+downwards (y = x_{i+1} + conv3x3/2-BN-ReLU(y)), then conv1x1-BN-ReLU to 2048, global average, Linear.
+
+Own module: torchvision has no HRNet. Its ResNet blocks are reused as they are (stride on the 3x3,
+no conv biases, ReLU after the sum: exactly HRNet's blocks). The sums run in the source's order
+(x_i first, then j ascending) so that float32 rounding follows it."""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from .paddle_blocks import ConvBNAct
+
+
+@dataclass(frozen=True)
+class HRNetConfig:
+    width: int = 18  # branch widths: width * 2**b
+    modules: tuple[int, ...] = (1, 4, 3)  # high-resolution modules in stages 2, 3, 4
+    blocks: int = 4  # basic blocks per branch in each module
+    stem: int = 64  # stem width; layer1's bottlenecks expand it to 4 * stem
+    head_planes: tuple[int, ...] = (32, 64, 128, 256)  # head bottlenecks' inner widths (x4 out)
+    features: int = 2048
+    num_classes: int = 1000
+    bn_eps: float = 1e-5
+
+    def channels(self, branches: int) -> list[int]:
+        return [self.width * 2 ** b for b in range(branches)]
+
+
+def _bottleneck(cin: int, planes: int, cfg: HRNetConfig, project: bool) -> Bottleneck:
+    norm = functools.partial(nn.BatchNorm2d, eps=cfg.bn_eps)
+    down = nn.Sequential(nn.Conv2d(cin, planes * 4, 1, bias=False), norm(planes * 4)) if project else None
+    return Bottleneck(cin, planes, downsample=down, norm_layer=norm)
+
+
+class HRModule(nn.Module):
+    """Branches of basic blocks, then the all-to-all fusion (see the module docstring)."""
+
+    def __init__(self, channels: list[int], cfg: HRNetConfig):
+        super().__init__()
+        norm = functools.partial(nn.BatchNorm2d, eps=cfg.bn_eps)
+        self.branches = nn.ModuleList(
+            nn.Sequential(*(BasicBlock(c, c, norm_layer=norm) for _ in range(cfg.blocks))) for c in channels)
+        self.fuse = nn.ModuleList(nn.ModuleList(self._fuse_path(channels, i, j, cfg) for j in range(len(channels)))
+                                  for i in range(len(channels)))
+
+    @staticmethod
+    def _fuse_path(channels: list[int], i: int, j: int, cfg: HRNetConfig) -> nn.Module:
+        if j == i:
+            return nn.Identity()
+        if j > i:
+            return ConvBNAct(channels[j], channels[i], 1, bn_eps=cfg.bn_eps)
+        steps = i - j  # the intermediate steps keep branch j's width and end in a ReLU
+        return nn.Sequential(*(ConvBNAct(channels[j], channels[i] if k == steps - 1 else channels[j], 3, 2,
+                                         act=None if k == steps - 1 else "relu", bn_eps=cfg.bn_eps)
+                               for k in range(steps)))
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        xs = [branch(x) for branch, x in zip(self.branches, xs)]
+        out = []
+        for i, row in enumerate(self.fuse):
+            y = xs[i]
+            for j, path in enumerate(row):
+                if j > i:  # an integer nearest upsample repeats each pixel 2^(j-i) times per axis
+                    y = y + F.interpolate(path(xs[j]), scale_factor=2 ** (j - i), mode="nearest")
+                elif j < i:
+                    y = y + path(xs[j])
+            out.append(F.relu(y))
+        return out
+
+
+class HRNet(nn.Module):
+    def __init__(self, cfg: HRNetConfig = HRNetConfig()):
+        super().__init__()
+        self.cfg = cfg
+        eps, wide = cfg.bn_eps, cfg.stem * 4
+        self.conv1 = ConvBNAct(3, cfg.stem, 3, 2, act="relu", bn_eps=eps)
+        self.conv2 = ConvBNAct(cfg.stem, cfg.stem, 3, 2, act="relu", bn_eps=eps)
+        self.layer1 = nn.Sequential(*(_bottleneck(cfg.stem if b == 0 else wide, cfg.stem, cfg, b == 0)
+                                      for b in range(4)))
+        c2 = cfg.channels(2)
+        self.transition1 = nn.ModuleList([ConvBNAct(wide, c2[0], 3, 1, act="relu", bn_eps=eps),
+                                          ConvBNAct(wide, c2[1], 3, 2, act="relu", bn_eps=eps)])
+        self.stage2 = nn.Sequential(*(HRModule(c2, cfg) for _ in range(cfg.modules[0])))
+        for s in (3, 4):  # each later stage opens one branch below the lowest resolution
+            c = cfg.channels(s)
+            setattr(self, f"transition{s - 1}", ConvBNAct(c[-2], c[-1], 3, 2, act="relu", bn_eps=eps))
+            setattr(self, f"stage{s}", nn.Sequential(*(HRModule(c, cfg) for _ in range(cfg.modules[s - 2]))))
+        c4, outs = cfg.channels(4), [p * 4 for p in cfg.head_planes]
+        self.incre = nn.ModuleList(_bottleneck(c, p, cfg, True) for c, p in zip(c4, cfg.head_planes))
+        self.downsamp = nn.ModuleList(ConvBNAct(a, b, 3, 2, act="relu", bn_eps=eps) for a, b in zip(outs, outs[1:]))
+        self.final = ConvBNAct(outs[-1], cfg.features, 1, act="relu", bn_eps=eps)
+        self.fc = nn.Linear(cfg.features, cfg.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer1(self.conv2(self.conv1(x)))
+        xs = self.stage2([t(x) for t in self.transition1])
+        xs = self.stage3(xs + [self.transition2(xs[-1])])
+        xs = self.stage4(xs + [self.transition3(xs[-1])])
+        ys = [m(t) for m, t in zip(self.incre, xs)]
+        y = ys[0]
+        for down, t in zip(self.downsamp, ys[1:]):
+            y = t + down(y)
+        y = F.adaptive_avg_pool2d(self.final(y), 1)
+        return self.fc(torch.flatten(y, 1))
