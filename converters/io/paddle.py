@@ -463,7 +463,7 @@ def read_inference(pdmodel: str | os.PathLike[str],
 def read_fluid_dir(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """A legacy fluid checkpoint directory. With a ``__model__`` program, its persistable
     variables are read from ``__params__`` (combined) or one file each; without one, every
-    regular non-hidden file is one variable named after the file."""
+    regular non-hidden file, subdirectories included, is one variable named by its relative path."""
     root = Path(path)
     if not root.is_dir():
         raise ReaderError(path, "not a directory (a fluid checkpoint is one file per variable)")
@@ -489,10 +489,14 @@ def read_fluid_dir(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     if (root / "__params__").is_file():
         raise ReaderError(root / "__params__", "a combined parameter file needs its program "
                           "(__model__) for the variable names, and there is none beside it")
-    files = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    # a variable named with "/" (PaddleClas's Xception*_deeplab: "xception_41/entry_flow/conv1/
+    # weights") is a file in subdirectories, as Paddle's save op writes it and paddle.load walks it
+    files = sorted(p for p in root.rglob("*") if p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
     if not files:
         raise ReaderError(path, "empty directory: no variable files")
-    return {p.name: read_tensor_file(p, p.name) for p in files}
+    names = {p.relative_to(root).as_posix(): p for p in files}
+    return {name: read_tensor_file(p, name) for name, p in names.items()}
 
 
 # --- dygraph .pdparams --------------------------------------------------------------------------
