@@ -379,3 +379,20 @@ def test_split_big_parameter_is_joined(tmp_path):
     path.write_bytes(pickle.dumps(obj, protocol=2))
     with pytest.raises(ReaderError, match="'w@@.2'.*missing.*tensor 'w'"):
         pr.read_pdparams(path)
+
+
+def test_fluid_dir_variables_named_with_slashes_are_nested_files(written, tmp_path):
+    """A variable named ``a/b/w`` is the file ``a/b/w`` (Paddle's save op writes the folders);
+    hidden files and folders are not variables."""
+    out, refs = written
+    src = out / "vars"
+    names = sorted(p.name for p in src.iterdir() if p.is_file())
+    root = tmp_path / "nested"
+    (root / "net" / "block").mkdir(parents=True)
+    (root / ".cache").mkdir()
+    shutil.copy(src / names[0], root / "net" / "block" / names[0])
+    shutil.copy(src / names[1], root / names[1])
+    shutil.copy(src / names[1], root / ".cache" / names[1])
+    got = pr.read_fluid_dir(root)
+    assert sorted(got) == sorted([f"net/block/{names[0]}", names[1]])
+    assert np.array_equal(got[f"net/block/{names[0]}"], pr.read_fluid_dir(src)[names[0]])
