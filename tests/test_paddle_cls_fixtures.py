@@ -47,8 +47,9 @@ def write_pdparams(path: Path, tensors: Mapping[str, np.ndarray]) -> Path:
 
 
 def write_fluid_dir(path: Path, tensors: Mapping[str, np.ndarray]) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
+    """One file per variable at its name, as Paddle's save op writes them ("a/b/w": folders a/b)."""
     for name, arr in tensors.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_bytes(tensor_record(arr))
     return path
 

@@ -48,8 +48,8 @@ class Norm:
 @dataclass(frozen=True)
 class ConvBN:
     """One bias-free conv + BatchNorm under both source namings, and its target modules: dygraph
-    module paths ``dy_conv``/``dy_bn``; static ``<st_conv>_weights`` and ``<st_bn><suffix>`` for the
-    four ``st_bn_suffixes``; target module paths ``conv``/``norm``."""
+    module paths ``dy_conv``/``dy_bn``; static ``<st_conv><st_conv_suffix>`` and ``<st_bn><suffix>``
+    for the four ``st_bn_suffixes``; target module paths ``conv``/``norm``."""
 
     dy_conv: str
     dy_bn: str
@@ -58,6 +58,7 @@ class ConvBN:
     conv: str
     norm: str
     st_bn_suffixes: tuple[str, str, str, str] = BN_STATIC
+    st_conv_suffix: str = "_weights"
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def _triples(entries: Iterable[Entry]):
             for dy, st, tg in zip(BN_DYGRAPH, e.suffixes, BN_TARGET):
                 yield f"{e.dygraph}.{dy}", f"{e.fluid}{st}", f"{e.target}.{tg}", f"{e.dygraph} BN {dy.lstrip('_')}"
         else:
-            yield f"{e.dy_conv}.weight", f"{e.st_conv}_weights", f"{e.conv}.weight", f"{e.dy_conv} conv (no bias)"
+            yield f"{e.dy_conv}.weight", f"{e.st_conv}{e.st_conv_suffix}", f"{e.conv}.weight", f"{e.dy_conv} conv (no bias)"
             yield from _triples([Norm(e.dy_bn, e.st_bn, e.norm, e.st_bn_suffixes)])
 
 
