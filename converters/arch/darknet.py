@@ -1,5 +1,9 @@
 """DarkNet-53 (the YOLOv3 backbone, as an ImageNet classifier) as a configurable, framework-neutral
-PyTorch module. Own module: torchvision has no DarkNet."""
+PyTorch module. Own module: torchvision has no DarkNet.
+
+Switches: gluoncv's net (the defaults) has LeakyReLU(0.1) after every BN; PaddleClas's has ReLU, and
+its ``BatchNorm(act="relu")`` layer returns the activated output, so ``bn_act`` moves the activation
+into the BN module (``BatchNormAct``, same state-dict keys) and parity compares like with like."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,16 +20,42 @@ class DarkNetConfig:
     bn_eps: float = 1e-5
     leaky_slope: float = 0.1  # LeakyReLU negative slope after every BatchNorm
     stem_stride: int = 1  # the 3x3 stem conv does not downsample; each stage's first conv does
+    act: str = "leaky"  # "leaky" (LeakyReLU(leaky_slope), gluoncv) | "relu" (PaddleClas)
+    bn_act: bool = False  # the activation runs inside the BN module (Paddle's BatchNorm(act=...))
+
+
+class BatchNormAct(nn.BatchNorm2d):
+    """BatchNorm whose output is already activated, as Paddle's legacy ``BatchNorm(act=...)``
+    layer; a BatchNorm2d subclass, so its state-dict keys and BN fix-ups are unchanged."""
+
+    def __init__(self, num_features: int, act: nn.Module, eps: float = 1e-5):
+        super().__init__(num_features, eps=eps)
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(super().forward(x))
+
+
+def activation(cfg: DarkNetConfig) -> nn.Module:
+    if cfg.act == "leaky":
+        return nn.LeakyReLU(cfg.leaky_slope)
+    if cfg.act == "relu":
+        return nn.ReLU()
+    raise ValueError(f"unknown DarkNet activation {cfg.act!r}")
 
 
 class ConvBNLeaky(nn.Module):
-    """Bias-free conv (padding k // 2), BatchNorm, LeakyReLU."""
+    """Bias-free conv (padding k // 2), BatchNorm, activation (LeakyReLU by default)."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int, cfg: DarkNetConfig):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False)
-        self.bn = nn.BatchNorm2d(cout, eps=cfg.bn_eps)
-        self.act = nn.LeakyReLU(cfg.leaky_slope)
+        if cfg.bn_act:
+            self.bn = BatchNormAct(cout, activation(cfg), eps=cfg.bn_eps)
+            self.act = nn.Identity()
+        else:
+            self.bn = nn.BatchNorm2d(cout, eps=cfg.bn_eps)
+            self.act = activation(cfg)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn(self.conv(x)))
