@@ -11,7 +11,7 @@ from torch import nn
 
 from converters import registry
 from converters.arch.classic import AlexNet
-from converters.arch.mobilenet_v3_cls import DownscaleInInfer
+from converters.arch.paddle_ops import DownscaleInInfer
 from converters.paddle import alexnet as pa
 from converters.registry import paddleclas_eval
 from test_paddle_cls_fixtures import assert_layouts_agree, convert_tensors, synthetic_source

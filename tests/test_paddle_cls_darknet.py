@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from converters import registry
-from converters.arch.darknet import BatchNormAct, DarkNet, DarkNetConfig
+from converters.arch.darknet import DarkNet, DarkNetConfig
+from converters.arch.paddle_ops import BatchNormAct
 from converters.gluon.darknet import DARKNET53 as GLUON
 from converters.paddle import darknet as pd
 from converters.registry import paddleclas_eval
@@ -60,20 +60,6 @@ def test_layers_land_where_the_strides_are():
     assert torch.equal(got["fc.weight"], torch.from_numpy(dy["_out.weight"].T))  # [in, out] -> [out, in]
 
 
-def test_bn_act_is_relu_of_batch_norm():
-    """BatchNormAct (Paddle's BatchNorm(act="relu")) in eval against F.batch_norm then relu."""
-    torch.manual_seed(0)
-    bn = BatchNormAct(6, nn.ReLU(), eps=1e-5).eval()
-    with torch.no_grad():
-        for t in (bn.weight, bn.bias, bn.running_mean):
-            t.copy_(torch.randn(6))
-        bn.running_var.copy_(torch.rand(6) + 0.5)
-    x = torch.randn(2, 6, 5, 5)
-    want = F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, 1e-5))
-    with torch.no_grad():
-        got = bn(x)
-    assert torch.equal(got, want) and (got == 0).any() and (got > 0).any()
-    assert list(bn.state_dict()) == list(nn.BatchNorm2d(6).state_dict())  # keys of a plain BN
 
 
 def test_paddle_switches_and_gluon_s_net_unchanged():

@@ -12,7 +12,8 @@ from torch import nn
 
 import converters
 from converters import registry
-from converters.arch.densenet import BatchNormReLU, densenet
+from converters.arch.densenet import densenet
+from converters.arch.paddle_ops import BatchNormAct
 from converters.paddle import densenet as pdn
 from converters.registry import paddleclas_eval
 from test_paddle_cls_fixtures import assert_layouts_agree, convert_both_files, synthetic_source, write_pdparams
@@ -72,7 +73,7 @@ def test_torchvision_target_loads_the_conversion(tmp_path):
     ours = converters.load("DenseNet121", weights)
     theirs = converters.load("DenseNet121", weights, target="torchvision")
     assert type(theirs) is torchvision.models.DenseNet and not theirs.training
-    assert isinstance(theirs.features.norm0, nn.BatchNorm2d) and not isinstance(theirs.features.norm0, BatchNormReLU)
+    assert isinstance(theirs.features.norm0, nn.BatchNorm2d) and not isinstance(theirs.features.norm0, BatchNormAct)
     x = torch.randn(1, 3, 64, 64)
     with torch.inference_mode():
         got = ours(x)
@@ -81,24 +82,6 @@ def test_torchvision_target_loads_the_conversion(tmp_path):
 
 # ------------------------------------------------------------------------------ the target nets
 
-def test_batchnorm_relu_is_relu_of_the_batchnorm_formula():
-    """Against numpy: max(0, (x - mean) / sqrt(var + eps) * scale + offset), Paddle's BatchNorm(act="relu")
-    in eval (float64, so the only difference is the order of float operations)."""
-    rng = np.random.default_rng(0)
-    c = 5
-    bn = BatchNormReLU(c).double().eval()
-    scale, offset, mean = (rng.standard_normal(c) for _ in range(3))
-    var = np.abs(rng.standard_normal(c)) + 0.1
-    with torch.no_grad():
-        for p, v in ((bn.weight, scale), (bn.bias, offset), (bn.running_mean, mean), (bn.running_var, var)):
-            p.copy_(torch.from_numpy(v))
-    x = rng.standard_normal((2, c, 3, 4))
-    r = lambda a: a.reshape(1, c, 1, 1)  # noqa: E731
-    want = np.maximum(0, (x - r(mean)) / np.sqrt(r(var) + 1e-5) * r(scale) + r(offset))
-    with torch.no_grad():
-        got = bn(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-    assert (want == 0).any() and (want > 0).any()  # the ReLU acts on this input
 
 
 @pytest.mark.parametrize("depth", sorted(pdn.BLOCKS))
@@ -106,9 +89,10 @@ def test_every_bn_is_fused_with_its_relu_and_the_keys_are_torchvision_s(depth):
     with torch.device("meta"):
         ours, theirs = densenet(depth), getattr(torchvision.models, f"densenet{depth}")(weights=None)
     bns = [m for m in ours.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert bns and all(type(m) is BatchNormReLU for m in bns)
+    assert bns and all(type(m) is BatchNormAct for m in bns)
     assert len(bns) == 2 * sum(pdn.BLOCKS[depth]) + 3 + 2  # dense layers, transitions, stem and final BN
-    assert not any(isinstance(m, nn.ReLU) for m in ours.modules())
+    relus = [m for m in ours.modules() if isinstance(m, nn.ReLU)]
+    assert len(relus) == len(bns) and all(any(r is b.act for b in bns) for r in relus)  # every ReLU in a BN
     assert ours.state_dict().keys() == theirs.state_dict().keys()
     assert all(ours.state_dict()[k].shape == v.shape for k, v in theirs.state_dict().items())
 

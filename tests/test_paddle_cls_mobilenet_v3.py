@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from converters import registry
-from converters.arch.mobilenet_v3_cls import DownscaleInInfer, MobileNetV3Classifier
+from converters.arch.mobilenet_v3_cls import MobileNetV3Classifier
+from converters.arch.paddle_ops import DownscaleInInfer
 from converters.arch.paddle_ops import HardSigmoid
 from converters.paddle import mobilenet_v3 as pm
 from test_paddle_cls_fixtures import assert_layouts_agree, convert_both_files

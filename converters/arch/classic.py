@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .mobilenet_v3_cls import DownscaleInInfer
+from .paddle_ops import DownscaleInInfer
 
 
 class AlexNet(nn.Module):

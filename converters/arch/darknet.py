@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .paddle_ops import BatchNormAct
+
 
 @dataclass(frozen=True)
 class DarkNetConfig:
@@ -22,18 +24,6 @@ class DarkNetConfig:
     stem_stride: int = 1  # the 3x3 stem conv does not downsample; each stage's first conv does
     act: str = "leaky"  # "leaky" (LeakyReLU(leaky_slope), gluoncv) | "relu" (PaddleClas)
     bn_act: bool = False  # the activation runs inside the BN module (Paddle's BatchNorm(act=...))
-
-
-class BatchNormAct(nn.BatchNorm2d):
-    """BatchNorm whose output is already activated, as Paddle's legacy ``BatchNorm(act=...)``
-    layer; a BatchNorm2d subclass, so its state-dict keys and BN fix-ups are unchanged."""
-
-    def __init__(self, num_features: int, act: nn.Module, eps: float = 1e-5):
-        super().__init__(num_features, eps=eps)
-        self.act = act
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(super().forward(x))
 
 
 def activation(cfg: DarkNetConfig) -> nn.Module:

@@ -12,21 +12,7 @@ import torch
 from torch import nn
 
 from .mobilenet_v3 import MobileNetV3Backbone
-from .paddle_ops import HardSwish
-
-
-class DownscaleInInfer(nn.Module):
-    """Paddle dropout at inference, "downscale_in_infer": x * (1 - p)."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * (1.0 - self.p)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
+from .paddle_ops import DownscaleInInfer, HardSwish
 
 
 class MobileNetV3Classifier(nn.Module):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mobilenet_v3_cls import DownscaleInInfer
+from .paddle_ops import BatchNormAct, DownscaleInInfer
 
 
 @dataclass(frozen=True)
@@ -31,29 +31,18 @@ class XceptionConfig:
     num_classes: int = 1000
 
 
-class BatchNormAct(nn.BatchNorm2d):
-    """BatchNorm with an optional ReLU inside its forward, as Paddle's ``BatchNorm(act="relu")``:
-    the layer's output (a parity capture point) is after the activation on both sides."""
-
-    def __init__(self, channels: int, eps: float, relu: bool = False):
-        super().__init__(channels, eps=eps)
-        self.relu = relu
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = super().forward(x)
-        return F.relu(x) if self.relu else x
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + (", relu=True" if self.relu else "")
+def _bn(channels: int, eps: float, relu: bool = False) -> BatchNormAct:
+    """Paddle's BatchNorm(act="relu" or None): the layer's output is after the activation."""
+    return BatchNormAct(channels, nn.ReLU() if relu else None, eps=eps)
 
 
 class SeparableConv(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, dilation: int, eps: float, relu: bool):
         super().__init__()
         self.depthwise = nn.Conv2d(cin, cin, 3, stride, dilation, dilation, groups=cin, bias=False)
-        self.bn_depth = BatchNormAct(cin, eps, relu)
+        self.bn_depth = _bn(cin, eps, relu)
         self.pointwise = nn.Conv2d(cin, cout, 1, bias=False)
-        self.bn_point = BatchNormAct(cout, eps, relu)
+        self.bn_point = _bn(cout, eps, relu)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn_point(self.pointwise(self.bn_depth(self.depthwise(x))))
@@ -76,7 +65,7 @@ class XceptionBlock(nn.Module):
         self.relu_inside, self.shortcut = relu_inside, shortcut
         if shortcut == "conv":
             self.shortcut_conv = nn.Conv2d(cin, widths[-1], 1, stride, bias=False)
-            self.shortcut_bn = BatchNormAct(widths[-1], eps)
+            self.shortcut_bn = _bn(widths[-1], eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
@@ -92,9 +81,9 @@ class Xception(nn.Module):
         super().__init__()
         eps = cfg.bn_eps
         self.conv1 = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
-        self.bn1 = BatchNormAct(32, eps, relu=True)
+        self.bn1 = _bn(32, eps, relu=True)
         self.conv2 = nn.Conv2d(32, 64, 3, 1, 1, bias=False)
-        self.bn2 = BatchNormAct(64, eps, relu=True)
+        self.bn2 = _bn(64, eps, relu=True)
         ins = (64, *cfg.entry[:-1])
         self.entry = nn.ModuleList(XceptionBlock(i, (w, w, w), 2, eps) for i, w in zip(ins, cfg.entry))
         m = cfg.entry[-1]

@@ -26,7 +26,7 @@ from typing import Iterator
 import torchvision
 from torch import nn
 
-from ..arch.darknet import BatchNormAct
+from ..arch.paddle_ops import fold_bn_relu
 from ..rules import Rule, bn_rules
 from .paddlex import register_classifier
 
@@ -40,15 +40,8 @@ BRANCHES = (("_conv_dw_1", None, 4, "branch1.0"), ("_conv_linear_1", None, 5, "b
 
 
 def build() -> nn.Module:
-    """torchvision's shufflenet_v2_x1_0 with every BatchNorm2d that a ReLU follows (in one
-    Sequential) replaced by BatchNormAct(ReLU) and that ReLU by an Identity."""
-    net = torchvision.models.shufflenet_v2_x1_0(weights=None)
-    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
-        for i in range(len(seq) - 1):
-            if type(seq[i]) is nn.BatchNorm2d and isinstance(seq[i + 1], nn.ReLU):
-                seq[i] = BatchNormAct(seq[i].num_features, nn.ReLU(), eps=seq[i].eps)
-                seq[i + 1] = nn.Identity()
-    return net
+    """torchvision's shufflenet_v2_x1_0, each BN + ReLU pair folded into one BatchNormAct."""
+    return fold_bn_relu(torchvision.models.shufflenet_v2_x1_0(weights=None))
 
 
 @dataclass(frozen=True)

@@ -141,8 +141,7 @@ def test_paddle_activations_and_inference_dropout_equal_ours():
     """MobileNetV3's Paddle ops against paddle: hard_sigmoid(slope 0.2, offset 0.5) (torch's
     hardsigmoid is another function), hard_swish, and Dropout(0.2, "downscale_in_infer") in eval
     (x * 0.8, where torch's Dropout is the identity)."""
-    from converters.arch.mobilenet_v3_cls import DownscaleInInfer
-    from converters.arch.paddle_ops import HardSigmoid, HardSwish
+    from converters.arch.paddle_ops import DownscaleInInfer, HardSigmoid, HardSwish
     paddle = _paddle()
     x = np.concatenate([np.linspace(-8, 8, 4001, dtype=np.float32),  # every kink, plus random values
                         np.random.default_rng(0).standard_normal(20000).astype(np.float32) * 4]).reshape(1, 1, 1, -1)
@@ -153,6 +152,31 @@ def test_paddle_activations_and_inference_dropout_equal_ours():
                          (HardSwish(), paddle.nn.Hardswish()(p)), (DownscaleInInfer(0.2), drop(p))):
         assert np.array_equal(ours(t).numpy(), theirs.numpy())  # same float32 operations, same order
     assert np.abs(torch.nn.functional.hardsigmoid(t).numpy() - HardSigmoid()(t).numpy()).max() > 0.05
+
+
+@pytest.mark.parametrize("act,eps", [(None, 1e-3), ("relu", 1e-3), ("relu", 1e-5)])
+def test_batchnorm_act_equals_paddle_s_batchnorm_with_act(act, eps):
+    """paddle.nn.BatchNorm(act=...) in eval, whose output is after the activation (DarkNet53,
+    DenseNet, ShuffleNetV2, Xception), against our BatchNormAct on the same four tensors. Not bit for
+    bit: paddle's kernel folds scale / sqrt(var + eps) in another order, so within 4 float32 ulps of
+    the output's scale; the ReLU must cut at the same places."""
+    from converters.arch.paddle_ops import BatchNormAct
+    paddle = _paddle()
+    rng, c = np.random.default_rng(0), 16
+    w, b, m = (rng.standard_normal(c).astype(np.float32) for _ in range(3))
+    v = (rng.random(c) + 0.2).astype(np.float32)
+    x = (rng.standard_normal((2, c, 9, 7)) * 3).astype(np.float32)
+    theirs = paddle.nn.BatchNorm(c, act=act, epsilon=eps)
+    theirs.set_state_dict({"weight": w, "bias": b, "_mean": m, "_variance": v})
+    theirs.eval()
+    ours = BatchNormAct(c, torch.nn.ReLU() if act else None, eps=eps).eval()
+    with torch.no_grad():
+        for t, a in ((ours.weight, w), (ours.bias, b), (ours.running_mean, m), (ours.running_var, v)):
+            t.copy_(torch.from_numpy(a))
+        got = ours(torch.from_numpy(x)).numpy()
+    want = theirs(paddle.to_tensor(x)).numpy()
+    assert ((want == 0).mean() > 0.2) == bool(act) and np.array_equal(want == 0, got == 0)
+    np.testing.assert_allclose(got, want, rtol=0, atol=4 * np.finfo(np.float32).eps * np.abs(want).max())
 
 
 @pytest.mark.parametrize("naive,first", [("torch_hardsigmoid", "backbone.blocks.0.project.conv"),
