@@ -13,11 +13,10 @@ layers), ``_conv3``, ``_conv4``, ``_fc6``..``_fc8``, each ``.weight``/``.bias``)
 from __future__ import annotations
 
 import functools
-import re
+from typing import Iterator
 
 from ..arch.classic import AlexNet
-from ..rules import Rule
-from .paddlex import register_classifier
+from .paddlex import Tensor, layout_tables, register_classifier
 
 # (ppcls dygraph path, static name, our module): features indices as torchvision's
 LAYERS = (("_conv1._conv", "conv1", "features.0"), ("_conv2._conv", "conv2", "features.3"),
@@ -26,28 +25,22 @@ LAYERS = (("_conv1._conv", "conv1", "features.0"), ("_conv2._conv", "conv2", "fe
           ("_fc6", "fc6", "classifier.1"), ("_fc7", "fc7", "classifier.4"), ("_fc8", "fc8", "classifier.6"))
 
 
-def dygraph_rules() -> list[Rule]:
-    return [Rule(rf"^{re.escape(dy)}\.(weight|bias)$", rf"{ours}.\1",
-                 f"{st} ({'Linear weight stored [in, out]' if st.startswith('fc') else 'conv with bias'})")
-            for dy, st, ours in LAYERS]
-
-
-def fluid_rules() -> list[Rule]:
-    rules = []
-    for _, st, ours in LAYERS:
-        rules += [Rule(rf"^{st}_weights$", f"{ours}.weight", f"static {st} weight"),
-                  Rule(rf"^{st}_offset$", f"{ours}.bias", f"static {st} bias")]
-    return rules
+def tensors() -> Iterator[Tensor]:
+    for dy, st, ours in LAYERS:
+        kind = "Linear weight stored [in, out]" if st.startswith("fc") else "conv"
+        yield Tensor(f"{dy}.weight", f"{st}_weights", f"{ours}.weight", f"{st} {kind}")
+        yield Tensor(f"{dy}.bias", f"{st}_offset", f"{ours}.bias", f"{st} bias")
 
 
 def fluid_names() -> dict[str, str]:
     """dygraph state-dict key -> static name (ppcls's parameters carry these names themselves)."""
-    return {f"{dy}.{p}": f"{st}_{s}" for dy, st, _ in LAYERS for p, s in (("weight", "weights"), ("bias", "offset"))}
+    return layout_tables(tensors())[2]
 
 
+_DYGRAPH, _FLUID, _ = layout_tables(tensors())
 register_classifier(
-    "AlexNet", "paddle.alexnet", functools.partial(AlexNet, paddle=True), dygraph=dygraph_rules(),
-    fluid=fluid_rules(), source_model="AlexNet", stem="AlexNet_pretrained", top1=56.7, top5=79.2,
+    "AlexNet", "paddle.alexnet", functools.partial(AlexNet, paddle=True), dygraph=_DYGRAPH, fluid=_FLUID,
+    source_model="AlexNet", stem="AlexNet_pretrained", top1=56.7, top5=79.2,
     seed_output_std={"_fc8": 3.0},
     notes=("PaddleClas AlexNet: torchvision's layers and Dropout places, but Paddle's Dropout(0.5, "
            "downscale_in_infer) scales by 0.5 at inference before fc6 and fc7; input 224x224 only "

@@ -16,80 +16,48 @@ PaddleClas 1.x static names, which ppcls passes to every parameter: a conv-BN ``
 from __future__ import annotations
 
 import functools
-import re
-from dataclasses import dataclass
 from typing import Iterator
 
 from ..arch.darknet import DarkNet, DarkNetConfig
 from ..registry import paddleclas_eval
-from ..rules import Rule, bn_rules
-from .paddlex import register_classifier
+from .paddlex import ConvBN, Tensor, classifier, layout_tables, register_classifier
 
 # ppcls ConvBNLayer: bias-free conv, paddle.nn.BatchNorm (eps 1e-5) with act="relu"
 DARKNET53 = DarkNetConfig(layers=(1, 2, 8, 8, 4), channels=(32, 64, 128, 256, 512, 1024), bn_eps=1e-5,
                           stem_stride=1, act="relu", bn_act=True)
-BN_NAMES = (("weight", "scale"), ("bias", "offset"), ("_mean", "mean"), ("_variance", "var"))
+STATIC_BN = (".scale", ".offset", ".mean", ".var")  # PaddleClas 1.x darknet: "<layer>.bn.var"
 
 
-@dataclass(frozen=True)
-class Layer:
-    """One ppcls ConvBNLayer: its dygraph path, its static name, our ConvBNLeaky cell."""
-
-    dygraph: str
-    fluid: str
-    target: str
+def _layer(dygraph: str, fluid: str, target: str) -> ConvBN:
+    """A ppcls ConvBNLayer (``_conv``, ``_bn``); static ``<fluid>.conv.weights``, ``<fluid>.bn.scale`` ..."""
+    return ConvBN(f"{dygraph}._conv", f"{dygraph}._bn", f"{fluid}.conv", f"{fluid}.bn", f"{target}.conv",
+                  f"{target}.bn", st_bn_suffixes=STATIC_BN, st_conv_suffix=".weights")
 
 
-def layers(cfg: DarkNetConfig) -> Iterator[Layer]:
-    yield Layer("_conv1", "yolo_input", "stem")
+def tensors(cfg: DarkNetConfig = DARKNET53) -> Iterator[ConvBN | Tensor]:
+    yield _layer("_conv1", "yolo_input", "stem")
     for s, n in enumerate(cfg.layers):
         if s == 0:
-            yield Layer("_conv2", "yolo_input.downsample", "stages.0.down")
+            yield _layer("_conv2", "yolo_input.downsample", "stages.0.down")
         else:  # ppcls numbers a downsampling conv after the stage before it
-            yield Layer(f"_downsample_{s - 1}", f"stage.{s - 1}.downsample", f"stages.{s}.down")
+            yield _layer(f"_downsample_{s - 1}", f"stage.{s - 1}.downsample", f"stages.{s}.down")
         for b in range(n):
             for k in range(2):
-                yield Layer(f"_basic_block_{s}{b + 1}._conv{k + 1}", f"stage.{s}.{b}.{k}",
-                            f"stages.{s}.blocks.{b}.conv{k + 1}")
-
-
-def dygraph_rules(cfg: DarkNetConfig) -> list[Rule]:
-    rules = []
-    for layer in layers(cfg):
-        src = re.escape(layer.dygraph)
-        rules.append(Rule(rf"^{src}\._conv\.weight$", f"{layer.target}.conv.weight", f"{layer.dygraph} conv (no bias)"))
-        rules += bn_rules(rf"{src}\._bn\.", f"{layer.target}.bn.", f"{layer.dygraph} BN (ReLU inside)",
-                          names=tuple(dy for dy, _ in BN_NAMES))
-    rules.append(Rule(r"^_out\.(weight|bias)$", r"fc.\1", "classifier (Linear weight stored [in, out])"))
-    return rules
-
-
-def fluid_rules(cfg: DarkNetConfig) -> list[Rule]:
-    rules = []
-    for layer in layers(cfg):
-        src = re.escape(layer.fluid)
-        rules.append(Rule(rf"^{src}\.conv\.weights$", f"{layer.target}.conv.weight", f"static conv {layer.fluid}"))
-        rules += bn_rules(rf"{src}\.bn\.", f"{layer.target}.bn.", f"static BN {layer.fluid}.bn",
-                          names=tuple(st for _, st in BN_NAMES))
-    rules += [Rule(r"^fc_weights$", "fc.weight", "static classifier weight ([in, out])"),
-              Rule(r"^fc_offset$", "fc.bias", "static classifier bias")]
-    return rules
+                yield _layer(f"_basic_block_{s}{b + 1}._conv{k + 1}", f"stage.{s}.{b}.{k}",
+                             f"stages.{s}.blocks.{b}.conv{k + 1}")
+    yield from classifier("_out", "fc_weights", "fc_offset")
 
 
 def fluid_names(cfg: DarkNetConfig = DARKNET53) -> dict[str, str]:
     """dygraph state-dict key -> static name (ppcls's parameters carry these names themselves; the
     table serves the paddle-free tests and is checked against ppcls's net in the parity suite)."""
-    out = {}
-    for layer in layers(cfg):
-        out[f"{layer.dygraph}._conv.weight"] = f"{layer.fluid}.conv.weights"
-        out.update({f"{layer.dygraph}._bn.{dy}": f"{layer.fluid}.bn.{st}" for dy, st in BN_NAMES})
-    out.update({"_out.weight": "fc_weights", "_out.bias": "fc_offset"})
-    return out
+    return layout_tables(tensors(cfg))[2]
 
 
+_DYGRAPH, _FLUID, _ = layout_tables(tensors(DARKNET53))
 register_classifier(
-    "DarkNet53", "paddle.darknet", functools.partial(DarkNet, DARKNET53), dygraph=dygraph_rules(DARKNET53),
-    fluid=fluid_rules(DARKNET53), source_model="DarkNet53", stem="DarkNet53_ImageNet1k_pretrained",
+    "DarkNet53", "paddle.darknet", functools.partial(DarkNet, DARKNET53), dygraph=_DYGRAPH, fluid=_FLUID,
+    source_model="DarkNet53", stem="DarkNet53_ImageNet1k_pretrained",
     top1=78.0, top5=94.1, seed_output_std={"_out": 3.0},
     notes=("PaddleClas DarkNet53: gluoncv's DarkNet-53 layers with ReLU (not LeakyReLU) fused into each "
            "BatchNorm (eps 1e-5); eval at 256x256 from a 292 short side; fc weight stored [in, out].",),

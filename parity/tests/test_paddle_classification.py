@@ -28,8 +28,7 @@ from parity.verify import verify
 pytestmark = [pytest.mark.oracle,
               pytest.mark.skipif(importlib.util.find_spec("paddle") is None, reason="paddle is not installed")]
 
-FAMILIES = ("paddle.resnet", "paddle.mobilenet", "paddle.mobilenet_v3")
-MODELS = [n for n in registry.names() if registry.get(n).family in FAMILIES]
+MODELS = [n for n in registry.names() if registry.get(n).source_format == "paddle-checkpoint"]
 SMALL = (96, 96)  # network input of the checks that need every layer pair, not the photograph's detail
 
 
@@ -92,20 +91,33 @@ def test_generated_static_names_are_ppcls_s_own():
     assert {k: t.name for k, t in net.state_dict().items()} == mobilenet.fluid_names(2)
 
 
-@pytest.mark.parametrize("name", ["ResNet18", "ResNet50_vd", "MobileNetV1", "MobileNetV2", "MobileNetV3_small"])
-def test_fluid_layout_converts_to_the_same_weights_and_passes(converted, name, tmp_path):
+# one model per family (CI's); input sizes: SMALL keeps torch's float64 floor run cheap (depthwise
+# convs run one group at a time); DenseNet at 97x97 sends odd maps through its pools; HRNet's sides
+# must be multiples of 32 (64x96: every fusion upsamples a rectangle); AlexNet takes 224 only
+FLUID_CASES = [("ResNet18", SMALL), ("ResNet50_vd", SMALL), ("MobileNetV1", SMALL), ("MobileNetV2", SMALL),
+               ("MobileNetV3_small", SMALL), ("ShuffleNetV2", SMALL), ("DenseNet121", (97, 97)),
+               ("DarkNet53", SMALL), ("AlexNet", None), ("HRNet_W18_C", (64, 96)), ("Xception41", SMALL)]
+
+
+def test_fluid_cases_cover_every_family():
+    assert {registry.get(n).family for n, _ in FLUID_CASES} == {registry.get(n).family for n in MODELS}
+
+
+@pytest.mark.parametrize("name,size", FLUID_CASES)
+def test_fluid_layout_converts_to_the_same_weights_and_passes(converted, name, size, tmp_path):
+    """Paddle's own save_vars writes the directory (a variable per file at its name: Xception's
+    "/"-scoped names as nested folders); it converts to the dygraph conversion's weights bit for
+    bit and passes verify (the oracle loads it with paddle.load, pairs layers by static name)."""
     ref = converted(name)
     net = ppcls.build(ref.spec.source_model)
     table = {key: static for static, key in ppcls.static_names(name, net).items()}
     d = write_fluid_with_paddle(ref.source, table, tmp_path / f"{name}_pretrained")
-    assert sorted(p.name for p in d.iterdir()) == sorted(table.values())
+    assert sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()) == sorted(table.values())
     fluid = converters.convert(name, weights=d)
     assert fluid.layout == "fluid" and fluid.state_dict.keys() == ref.state_dict.keys()
     different = [k for k in ref.state_dict if not torch.equal(fluid.state_dict[k], ref.state_dict[k])]
     assert not different, different[:5]
-    # the oracle loads the directory with paddle.load and pairs layers through the static names; a
-    # 96x96 input keeps torch's float64 floor run cheap (its depthwise convs run one group at a time)
-    report = verify(name, result=fluid, images=sample_photos()[:1], size=SMALL)
+    report = verify(name, result=fluid, images=sample_photos()[:1], size=size)
     assert report.passed, report.layers.first_divergent or report.topk
     layers = {r.target.rpartition(".")[0] for r in fluid.mapping if r.status == "mapped"}
     assert report.source["layout"] == "fluid" and len(report.layers.diffs) == len(layers)
@@ -197,10 +209,12 @@ def test_naive_activation_choices_diverge_where_they_act(converted, naive, first
     assert not r.passed and r.layers.first_divergent.name == first
 
 
-def test_odd_input_size_through_the_vd_shortcut(converted):
-    """At 225x225 the stage-2..4 shortcut pools see odd maps (57, 29, 15): ceil mode and the
-    exclusive corner windows are exercised against paddle end to end."""
-    report = verify("ResNet50_vd", result=converted("ResNet50_vd"), images=sample_photos()[:1], size=(225, 225))
+@pytest.mark.parametrize("name", ["ResNet50_vd", "ShuffleNetV2"])
+def test_odd_input_size(converted, name):
+    """At 225x225 odd maps meet every padded or strided op: ResNet50_vd's stage-2..4 shortcut pools
+    (57, 29, 15: ceil mode, exclusive corner windows), ShuffleNetV2's stem, max pool and stride-2
+    blocks (113, 57, 29, 15: padding and floor rounding), against paddle end to end."""
+    report = verify(name, result=converted(name), images=sample_photos()[:1], size=(225, 225))
     assert report.passed, report.layers.first_divergent or report.topk
     assert report.size == (225, 225)
 

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-import converters
 from converters.paddle import ppcls
 from converters.paddle import shufflenet as ps
 from converters.samples import sample_photos
-from parity.tests.test_paddle_classification import SMALL, write_fluid_with_paddle
+from parity.tests.test_paddle_classification import SMALL
 from parity.verify import verify
 
 pytestmark = [pytest.mark.oracle,
@@ -37,29 +36,6 @@ def test_channel_shuffle_equals_torchvision_s():
     want = shuffle(paddle.to_tensor(x), 2).numpy()
     got = channel_shuffle(torch.from_numpy(x), 2).numpy()
     assert np.array_equal(got, want) and not np.array_equal(got, x)
-
-
-def test_fluid_layout_converts_to_the_same_weights_and_passes(converted, tmp_path):
-    ref = converted("ShuffleNetV2")
-    names = ppcls.static_names("ShuffleNetV2", ppcls.build("ShuffleNetV2_x1_0"))
-    table = {key: static for static, key in names.items()}
-    d = write_fluid_with_paddle(ref.source, table, tmp_path / "ShuffleNetV2_pretrained")
-    assert sorted(p.name for p in d.iterdir()) == sorted(table.values())
-    fluid = converters.convert("ShuffleNetV2", weights=d)
-    assert fluid.layout == "fluid" and fluid.state_dict.keys() == ref.state_dict.keys()
-    different = [k for k in ref.state_dict if not torch.equal(fluid.state_dict[k], ref.state_dict[k])]
-    assert not different, different[:5]
-    report = verify("ShuffleNetV2", result=fluid, images=sample_photos()[:1], size=SMALL)
-    assert report.passed, report.layers.first_divergent or report.topk
-    assert report.source["layout"] == "fluid" and len(report.layers.diffs) == 56 * 2 + 1
-
-
-def test_odd_input_size(converted):
-    """At 225x225 the stem, max pool and every stride-2 block see odd maps (113, 57, 29, 15):
-    padding and floor rounding agree with paddle end to end."""
-    report = verify("ShuffleNetV2", result=converted("ShuffleNetV2"), images=sample_photos()[:1], size=(225, 225))
-    assert report.passed, report.layers.first_divergent or report.topk
-    assert report.size == (225, 225)
 
 
 def test_torchvision_s_unfolded_module_fails_at_the_first_fused_bn(converted):

@@ -13,12 +13,10 @@ import pytest
 import torch
 import torchvision
 
-import converters
 from converters import registry
 from converters.paddle import densenet as pdn
 from converters.paddle import ppcls
 from converters.samples import sample_photos
-from parity.tests.test_paddle_classification import write_fluid_with_paddle
 from parity.verify import verify
 
 pytestmark = [pytest.mark.oracle,
@@ -40,24 +38,6 @@ def test_ppcls_parameter_names_are_the_static_table(name):
     these ``.name``s); the family's generated table must equal them, name for name."""
     net = ppcls.build(registry.get(name).source_model)
     assert {k: t.name for k, t in net.state_dict().items()} == pdn.fluid_names(int(name[-3:]))
-
-
-def test_fluid_layout_converts_to_the_same_weights_and_passes(converted, tmp_path):
-    name = "DenseNet121"
-    ref = converted(name)
-    table = {key: static for static, key in ppcls.static_names(name, ppcls.build(name)).items()}
-    d = write_fluid_with_paddle(ref.source, table, tmp_path / f"{name}_pretrained")
-    assert sorted(p.name for p in d.iterdir()) == sorted(table.values())
-    fluid = converters.convert(name, weights=d)
-    assert fluid.layout == "fluid" and fluid.state_dict.keys() == ref.state_dict.keys()
-    different = [k for k in ref.state_dict if not torch.equal(fluid.state_dict[k], ref.state_dict[k])]
-    assert not different, different[:5]
-    report = verify(name, result=fluid, images=sample_photos()[:1], size=ODD)
-    assert report.passed, report.layers.first_divergent or report.topk
-    layers = {r.target.rpartition(".")[0] for r in fluid.mapping if r.status == "mapped"}
-    assert report.source["layout"] == "fluid" and len(report.layers.diffs) == len(layers)
-
-
 
 
 @pytest.mark.parametrize("hw", [(49, 49), (25, 25), (12, 12), (9, 14)])

@@ -8,15 +8,13 @@ import dataclasses
 import importlib.util
 
 import pytest
-import torch
 from torch import nn
 
-import converters
 from converters.arch.paddle_ops import BatchNormAct
 from converters.paddle import darknet as pd
 from converters.paddle import ppcls
 from converters.samples import sample_photos
-from parity.tests.test_paddle_classification import SMALL, write_fluid_with_paddle
+from parity.tests.test_paddle_classification import SMALL
 from parity.verify import verify
 
 pytestmark = [pytest.mark.oracle,
@@ -28,21 +26,6 @@ def test_generated_static_names_are_ppcls_s_own():
     generated table equals those names, key for key (the oracle reads the real ``.name``s)."""
     net = ppcls.build("DarkNet53")
     assert {k: t.name for k, t in net.state_dict().items()} == pd.fluid_names()
-
-
-
-
-def test_fluid_layout_converts_to_the_same_weights_and_passes(converted, tmp_path):
-    ref = converted("DarkNet53")
-    table = {key: static for static, key in ppcls.static_names("DarkNet53", ppcls.build("DarkNet53")).items()}
-    d = write_fluid_with_paddle(ref.source, table, tmp_path / "DarkNet53_ImageNet1k_pretrained")
-    fluid = converters.convert("DarkNet53", weights=d)
-    assert fluid.layout == "fluid" and fluid.state_dict.keys() == ref.state_dict.keys()
-    different = [k for k in ref.state_dict if not torch.equal(fluid.state_dict[k], ref.state_dict[k])]
-    assert not different, different[:5]
-    report = verify("DarkNet53", result=fluid, images=sample_photos()[:1], size=SMALL)
-    assert report.passed, report.layers.first_divergent or report.topk
-    assert report.source["layout"] == "fluid" and len(report.layers.diffs) == 52 * 2 + 1
 
 
 def test_gluon_s_leaky_relu_diverges_at_the_first_bn(converted):

@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-import converters
 from converters import registry
 from converters.paddle import alexnet as pa
 from converters.paddle import ppcls
 from converters.samples import sample_photos
-from parity.tests.test_paddle_classification import write_fluid_with_paddle
 from parity.verify import verify
 
 pytestmark = [pytest.mark.oracle,
@@ -44,19 +42,6 @@ def test_ppcls_s_dropouts_equal_ours_in_eval(ppcls_alexnet):
         want = theirs(paddle.to_tensor(x)).numpy()
         got = mine(torch.from_numpy(x)).numpy()
         assert np.array_equal(got, want) and np.array_equal(want, x * np.float32(0.5))
-
-
-def test_fluid_layout_converts_to_the_same_weights_and_passes(converted, tmp_path, ppcls_alexnet):
-    ref = converted("AlexNet")
-    table = {key: static for static, key in ppcls.static_names("AlexNet", ppcls_alexnet).items()}
-    d = write_fluid_with_paddle(ref.source, table, tmp_path / "AlexNet_pretrained")
-    fluid = converters.convert("AlexNet", weights=d)
-    assert fluid.layout == "fluid" and fluid.state_dict.keys() == ref.state_dict.keys()
-    different = [k for k in ref.state_dict if not torch.equal(fluid.state_dict[k], ref.state_dict[k])]
-    assert not different, different[:5]
-    report = verify("AlexNet", result=fluid, images=sample_photos()[:1])  # 224 only: fc6 takes 256 * 6 * 6
-    assert report.passed, report.layers.first_divergent or report.topk
-    assert report.source["layout"] == "fluid" and len(report.layers.diffs) == 8
 
 
 def test_torch_s_dropout_diverges_at_fc6(converted):

@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-import converters
 from converters import registry
 from converters.arch.xception import SeparableConv
 from converters.paddle import ppcls
 from converters.paddle import xception as px
 from converters.samples import sample_photos
-from parity.tests.test_paddle_classification import SMALL, write_fluid_with_paddle
+from parity.tests.test_paddle_classification import SMALL
 from parity.verify import verify
 
 pytestmark = [pytest.mark.oracle,
@@ -39,33 +38,11 @@ def test_static_names_are_ppcls_s_own(name, middle, backbone):
     assert {k: t.name for k, t in net.state_dict().items()} == px.fluid_names(px.XceptionConfig(middle), backbone)
 
 
-def test_fluid_layout_converts_to_the_same_weights_and_passes(converted, tmp_path):
-    """Paddle's own save_vars writes the "/"-scoped names as nested directories; that directory
-    converts to the dygraph conversion's weights bit for bit and passes verify (oracle loads it
-    with paddle.load)."""
-    ref = converted("Xception41")
-    net = ppcls.build(ref.spec.source_model)
-    table = {key: static for static, key in ppcls.static_names("Xception41", net).items()}
-    d = write_fluid_with_paddle(ref.source, table, tmp_path / "Xception41_deeplab_pretrained")
-    files = sorted(p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file())
-    assert files == sorted(table.values()) and (d / "xception_41" / "entry_flow" / "conv1").is_dir()
-    fluid = converters.convert("Xception41", weights=d)
-    assert fluid.layout == "fluid" and fluid.state_dict.keys() == ref.state_dict.keys()
-    different = [k for k in ref.state_dict if not torch.equal(fluid.state_dict[k], ref.state_dict[k])]
-    assert not different, different[:5]
-    report = verify("Xception41", result=fluid, images=sample_photos()[:1], size=SMALL)
-    assert report.passed, report.layers.first_divergent or report.topk
-    layers = {r.target.rpartition(".")[0] for r in fluid.mapping if r.status == "mapped"}
-    assert report.source["layout"] == "fluid" and len(report.layers.diffs) == len(layers)
-
-
 # ------------------------------------------------------------------- conventions, op by op
 
 def _random(shape, rng, positive=False):
     a = rng.standard_normal(shape).astype(np.float32)
     return np.abs(a) + 0.5 if positive else a
-
-
 
 
 @pytest.mark.parametrize("stride,dilation,hw", [(2, 1, (15, 15)), (2, 1, (10, 13)), (1, 2, (7, 9)), (1, 2, (10, 10))])
