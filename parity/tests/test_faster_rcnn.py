@@ -195,7 +195,7 @@ def test_half_pixel_roi_align_is_caught_at_roi_align(converted, one_photo):
             return roi_align(feat, rois, self.size, self.spatial_scale, self.sampling_ratio, aligned=True)
 
     old = bad.roi_align
-    bad.roi_align = Aligned(old.size, old.spatial_scale, old.sampling_ratio)
+    bad.roi_align = Aligned(old.size, old.spatial_scale, old.sampling_ratio).eval()
     r = verify(VOC, result=dataclasses.replace(result, module=bad), images=one_photo)
     assert not r.passed
     first = r.layers.first_divergent
