@@ -62,8 +62,8 @@ digits: setup
 # Two processes: MXNet's and Paddle's allocators keep what the unit tests took, and the parity suite's
 # Faster R-CNN peak on top of it exceeded 24 GiB in one process (OOM-killed on a fresh clone).
 test: setup
-	ZOOPORT_REQUIRE_ORACLES=1 $(BIN)/python -m pytest tests -m "not slow"
-	ZOOPORT_REQUIRE_ORACLES=1 $(BIN)/python -m pytest parity -m "not slow"
+	ZOOPORT_REQUIRE_ORACLES=1 $(BIN)/python -m pytest tests -m "not slow" --durations=15
+	ZOOPORT_REQUIRE_ORACLES=1 $(BIN)/python -m pytest parity -m "not slow" --durations=40
 
 parity: setup
 	ZOOPORT_REQUIRE_ORACLES=1 $(BIN)/python -m pytest parity -m "not slow"

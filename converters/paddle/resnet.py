@@ -114,6 +114,7 @@ for _name, _depth, _vd, _factory, _stem, _top1, _top5 in MODELS:
         seed_output_std={"fc": 3.0}, notes=(NOTES["vd" if _vd else "vb"],),
         fluid_names=functools.partial(fluid_names, _cfg, _depth),
         torchvision=None if _vd or _depth < 50 else TORCHVISION[_depth],
-        # parity-full only: > 40M parameters (parity/selection.py's policy), or an SSLD twin, whose
-        # net and seeded source are its plain twin's bit for bit (same ppcls factory and seed)
-        slow=_depth >= 101 or _name.endswith("_ssld"))
+        # parity-full only: > 40M parameters (parity/selection.py's policy); an SSLD twin, whose net
+        # and seeded source are its plain twin's bit for bit (same ppcls factory and seed); ResNet34
+        # and ResNet50, whose blocks ResNet18 and ResNet50_vd run in CI (CI time)
+        slow=_depth >= 101 or _name.endswith("_ssld") or _name in ("ResNet34", "ResNet50"))
