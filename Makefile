@@ -15,7 +15,7 @@ setup: $(STAMP)
 # Re-runs only when the pins or the package metadata change; a second `make setup` is a no-op.
 $(STAMP): requirements.lock requirements-nodeps.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "setuptools>=68" wheel
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "setuptools==80.9.0" wheel
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .

@@ -84,3 +84,25 @@ def import_ppcls() -> ModuleType:
     except Exception as exc:  # noqa: BLE001 - any import failure means the oracle is unavailable
         raise _missing("ppcls", exc) from exc
     return ppcls
+
+
+def import_ppdet() -> ModuleType:
+    """PaddleDetection's model definitions (``ppdet``, the installed ``paddledet`` wheel, --no-deps).
+    Its tracking extras (lap, motmetrics, numba) are absent: ppdet prints a warning and skips them."""
+    import_paddle()
+    if "ppdet.modeling" not in sys.modules:
+        import logging
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pkg_resources / tracking-extras notices
+            _import_keeping_torch_threads("ppdet.modeling")
+        logging.getLogger("ppdet").setLevel(logging.ERROR)
+    return sys.modules["ppdet"]
+
+
+def import_paddleseg() -> ModuleType:
+    """PaddleSeg's model definitions (``paddleseg``, the installed wheel, --no-deps)."""
+    import_paddle()
+    if "paddleseg.models" not in sys.modules:
+        _import_keeping_torch_threads("paddleseg.models")
+    return sys.modules["paddleseg"]

@@ -79,7 +79,7 @@ def convert(name: str, weights: str | Path | None = None, init: str | None = Non
     rules = rules_for(spec, layout, path)
     # only shape-derived (pruned) targets need the renamed shapes; the engine renames again anyway
     shapes = target_shapes(tensors, rules) if spec.build_from_shapes else {}
-    module = build_target(spec, shapes)
+    module = build_target(spec, shapes, spec.numerics.get(layout))
     state, rows = map_tensors(name, tensors, module, rules, spec.fixups, spec.defaults)
     load_into(module, state)
     result = ConversionResult(spec, module, state, rows, path, layout, rules, seed if init else None)
@@ -93,6 +93,8 @@ def _manifest(r: ConversionResult, source_sha256: str) -> dict:
     meta = {"model": r.spec.name, "source_sha256": source_sha256, "converter_version": __version__,
             "rules_digest": rules_digest, "source_layout": r.layout,
             "seeded": "true" if r.seed is not None else "false"}
+    if r.layout in r.spec.numerics:
+        meta["numerics"] = r.spec.numerics[r.layout]
     if r.seed is not None:
         meta["seed"] = str(r.seed)
     return {"metadata": meta, "family": r.spec.family, "framework": r.spec.framework,
@@ -121,8 +123,11 @@ def target_shapes(tensors: Mapping[str, np.ndarray], rules) -> dict[str, tuple[i
     return out
 
 
-def build_target(spec: ModelSpec, shapes: Mapping[str, tuple[int, ...]]) -> nn.Module:
-    return spec.build_from_shapes(shapes) if spec.build_from_shapes else spec.build()
+def build_target(spec: ModelSpec, shapes: Mapping[str, tuple[int, ...]], numerics: str | None = None) -> nn.Module:
+    module = spec.build_from_shapes(shapes) if spec.build_from_shapes else spec.build()
+    if numerics is not None:
+        module.set_numerics(numerics)
+    return module
 
 
 def load(name: str, path: str | Path, target: str = "zooport", nms: str | None = None) -> nn.Module:
@@ -135,7 +140,8 @@ def load(name: str, path: str | Path, target: str = "zooport", nms: str | None =
     if meta.get("model", name) != name:
         raise ZooportError(f"{path}: holds weights for {meta['model']!r}, not {name!r}")
     if target == "zooport":
-        module = load_into(build_target(spec, {k: tuple(v.shape) for k, v in state.items()}), state)
+        shapes = {k: tuple(v.shape) for k, v in state.items()}
+        module = load_into(build_target(spec, shapes, meta.get("numerics")), state)
         if nms is not None:
             from .arch.nms import set_nms
             try:

@@ -27,6 +27,8 @@ class Preprocess:
     size: tuple[int, int]  # network input (H, W)
     # "short-side" (keep ratio, then crop) | "exact" (stretch to size) | "none" (CIFAR) |
     # "short-within" (R-CNN: short side to resize_short unless the long side would pass max_size)
+    # "scale-within" (PaddleDetection Resize keep_ratio: one factor min(short/min, max/max) passed to
+    # cv2.resize as fx = fy; "exact" on the "ppdet" preset also resizes by factors, as ppdet does)
     resize: str
     resize_short: int | None = None
     max_size: int | None = None
@@ -40,6 +42,8 @@ class Preprocess:
     # "short-side" sizes: "floor" (mx.image: short * long // short) | "round" (PaddleClas's
     # ResizeImage: each side int(round(side * resize_short / min side)), Python floats)
     resize_rounding: str = "floor"
+    # after normalisation, zero-pad bottom/right to a multiple of this (PaddleDetection's PadBatch)
+    pad_to: int = 0
 
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)  # gluoncv's CIFAR scripts
@@ -56,6 +60,24 @@ def paddleclas_eval(size: int = 224, short: int = 256) -> Preprocess:
     division: they differ in the last bit), then (x - mean) / std in float32."""
     return Preprocess("paddleclas", (size, size), "short-side", resize_short=short, resize_rounding="round",
                       interp="bilinear", crop="center-floor", scale=float(np.float32(1 / 255)))
+
+
+def ppdet_eval(size: tuple[int, int], keep_ratio: bool, interp: str = "bicubic", pad_to: int = 0) -> Preprocess:
+    """PaddleDetection 2.x eval reader: cv2 decode to RGB; Resize (``keep_ratio``: target (short,
+    long) = ``size``; else stretch to ``size`` = (H, W)) by cv2.resize with fx/fy factors, interp 2
+    (bicubic) in the YOLOv3/R-CNN configs; NormalizeImage x / 255 then ImageNet mean/std; PadBatch."""
+    if keep_ratio:
+        return Preprocess("ppdet", size, "scale-within", resize_short=size[0], max_size=size[1], interp=interp,
+                          crop="none", pad_to=pad_to)
+    return Preprocess("ppdet", size, "exact", interp=interp, crop="none", pad_to=pad_to)
+
+
+def paddleseg_eval(size: tuple[int, int], color: str = "RGB") -> Preprocess:
+    """PaddleSeg: Normalize (x / 255 - 0.5) / 0.5. PaddleSeg 2.x decodes to RGB (Compose to_rgb);
+    PaddleSeg 0.x / PaddleX 1.x feed cv2's BGR. Cityscapes eval runs at the full 1024x2048 frame
+    without resizing; photographs are stretched to ``size`` (cv2 bilinear) as a stand-in."""
+    return Preprocess("paddleseg", size, "exact", interp="bilinear", crop="none", color=color,
+                      mean=(0.5,) * 3, std=(0.5,) * 3)
 
 
 def cifar_eval() -> Preprocess:
@@ -117,6 +139,15 @@ class ModelSpec:
     # HxWx3 -> (1, 3, H, W) float32; parity uses it instead of the preset pipelines
     prepare: Callable[[Any], Any] | None = None
     samples: Callable[[], list] | None = None  # parity inputs: [(name, RGB uint8)], default photographs
+    # Paddle families beyond ppcls (ppdet, paddleseg): build the source framework's own net in eval
+    # mode (arg: paddle seed or None), and run it on one preprocessed batch returning the target
+    # module's output format; None: ppcls's ``source_model`` and ``net(x)``. Seeding and oracles only.
+    source_net: Callable[[int | None], Any] | None = None
+    source_run: Callable[[Any, np.ndarray], Any] | None = None
+    # per source layout, the numerics the target is switched to (``module.set_numerics(name)``): a
+    # PaddleX 1.x static checkpoint was evaluated with the static ops' conventions (+1 box widths,
+    # unaligned RoIAlign), a PaddleDetection 2.x one with the dygraph ops'; recorded in the output
+    numerics: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def get_model_kwargs(self) -> dict[str, Any]:

@@ -74,7 +74,7 @@ PRESETS: dict[str, Preprocess] = {
 }
 # presets whose source pipeline is cv2 code itself (PaddleClas): their "mxnet" variant, "the
 # source framework's own pipeline", is cv2-exact
-CV2_SOURCES = frozenset({"paddleclas"})
+CV2_SOURCES = frozenset({"paddleclas", "ppdet", "paddleseg"})
 
 POSE_UPSCALE = 1.25  # gluoncv's detector_to_simple_pose default
 
@@ -110,6 +110,7 @@ class _Plan:
     crop: tuple[int, int, int, int] | None  # (y0, x0, h, w)
     crop_first: bool = False  # pose
     box: tuple[float, float, float, float] | None = None
+    factors: tuple[float, float] | None = None  # ppdet: cv2.resize(fx, fy) instead of a target size
 
 
 # ----------------------------------------------------------------------------- names -> objects
@@ -252,8 +253,14 @@ def _plan(record: Preprocess, stages: Stages, hw: tuple[int, int], box=None) -> 
         if record.crop == "none":
             return _Plan((nh, nw), None)
         return _Plan((nh, nw), (_offset(nh, H, stages.crop), _offset(nw, W, stages.crop), H, W))
+    if record.resize == "exact" and record.preset == "ppdet":  # factors, as ppdet's Resize passes them
+        fx, fy = W / w, H / h
+        return _Plan((_cv_round(h * fy), _cv_round(w * fx)), None, factors=(fx, fy))
     if record.resize == "exact":
         return _Plan((H, W), None)
+    if record.resize == "scale-within":  # ppdet Resize(keep_ratio=True): one factor, cv2 rounds sizes
+        f = min(record.resize_short / min(h, w), record.max_size / max(h, w))
+        return _Plan((_cv_round(h * f), _cv_round(w * f)), None, factors=(f, f))
     if record.resize == "short-within":  # gluoncv's resize_short_within, mult_base 1: np.round sizes
         lo, hi = min(h, w), max(h, w)
         scale = float(record.resize_short) / float(lo)
@@ -263,6 +270,11 @@ def _plan(record: Preprocess, stages: Stages, hw: tuple[int, int], box=None) -> 
     if record.resize == "none":  # CIFAR: inputs are 32x32; other images get a stand-in resize
         return _Plan(None if (h, w) == (H, W) else (H, W), None)
     raise PreprocessError(f"{record.preset}: unknown resize rule {record.resize!r}")
+
+
+def _cv_round(v: float) -> int:
+    """OpenCV's cvRound (saturate_cast<int>): round half to even, as cv2.resize sizes by factors."""
+    return int(np.rint(v))
 
 
 def _meta(plan: _Plan, hw: tuple[int, int]) -> Meta:
@@ -360,7 +372,11 @@ def _cut(img: np.ndarray, crop) -> np.ndarray:
 def _execute(img: np.ndarray, plan: _Plan, record: Preprocess, stages: Stages) -> np.ndarray:
     if plan.crop_first:
         img = _cut(img, plan.crop)
-    if plan.resize_hw is not None:
+    if plan.factors is not None and stages.resize == "opencv":
+        import cv2  # the installed OpenCV, called as ppdet calls it (factors, no target size)
+        img = cv2.resize(np.ascontiguousarray(img), None, None, fx=plan.factors[0], fy=plan.factors[1],
+                         interpolation=cv2_interp(record.interp, img.shape[:2], plan.resize_hw))
+    elif plan.resize_hw is not None:
         img = _resize(np.ascontiguousarray(img), plan.resize_hw, record, stages.resize)
     if plan.crop is not None and not plan.crop_first:
         img = _cut(img, plan.crop)
@@ -376,7 +392,12 @@ def normalize(pixels: np.ndarray, record: Preprocess) -> torch.Tensor:
     x = x / float(round(inv)) if abs(inv - round(inv)) < 1e-9 else x * record.scale  # ToTensor divides
     mean = torch.tensor(record.mean, dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(record.std, dtype=torch.float32).view(3, 1, 1)
-    return ((x - mean) / std).contiguous()
+    x = (x - mean) / std
+    if record.pad_to > 1:  # ppdet's PadBatch: zeros after normalisation, bottom/right
+        h, w = x.shape[-2:]
+        m = record.pad_to
+        x = torch.nn.functional.pad(x, (0, -w % m, 0, -h % m))
+    return x.contiguous()
 
 
 # ------------------------------------------------------------------------- MXNet: the reference

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
@@ -26,20 +26,20 @@ def seeded_source(spec: ModelSpec, seed: int, directory: str | os.PathLike[str])
     """``<directory>/<model>-seed<seed>-r<SEED_FORMAT>.pdparams``, built on first use."""
     path = Path(directory) / f"{spec.name}-seed{seed}-r{SEED_FORMAT}.pdparams"
     if not path.exists():
-        build(spec.source_model, seed, path, spec.seed_size or spec.preprocess.size,
-              dict(spec.seed_output_std), spec.get_model_kwargs)
+        build(spec, seed, path)
     return path
 
 
-def build(source_model: str, seed: int, out: Path, size: tuple[int, int], output_std: Mapping[str, float],
-          kwargs: Mapping[str, Any]) -> Path:
+def build(spec: ModelSpec, seed: int, out: Path) -> Path:
     paddle = import_paddle()
-    net = ppcls.build(source_model, seed, kwargs)
-    x = paddle.to_tensor(calibration_images(size))
+    net = spec.source_net(seed) if spec.source_net else ppcls.build(spec.source_model, seed, spec.get_model_kwargs)
+    images = calibration_images(spec.seed_size or spec.preprocess.size)
+    x = paddle.to_tensor(images)
+    run = (lambda: spec.source_run(net, images)) if spec.source_run else (lambda: net(x))
     with paddle.no_grad():
         _randomise_affine(net, np.random.default_rng(seed), paddle)  # first: the statistics see it
-        _calibrate(net, x, paddle)
-        _scale_outputs(net, x, output_std)
+        _calibrate(net, run, paddle)
+        _scale_outputs(net, run, dict(spec.seed_output_std))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # same directory: os.replace is atomic
     try:
@@ -64,7 +64,7 @@ def _randomise_affine(net, rng: np.random.Generator, paddle) -> None:
             bn.bias.set_value(rng.normal(0.0, 0.1, bn.bias.shape).astype(np.float32))
 
 
-def _calibrate(net, x, paddle) -> None:
+def _calibrate(net, run, paddle) -> None:
     def set_stats(layer, inputs):
         mean, var = _stats(inputs[0].numpy())
         layer._mean.set_value(mean.astype(np.float32))
@@ -72,13 +72,13 @@ def _calibrate(net, x, paddle) -> None:
 
     handles = [bn.register_forward_pre_hook(set_stats) for bn in _batchnorms(net, paddle)]
     try:
-        net(x)
+        run()
     finally:
         for h in handles:
             h.remove()
 
 
-def _scale_outputs(net, x, output_std: Mapping[str, float]) -> None:
+def _scale_outputs(net, run, output_std: Mapping[str, float]) -> None:
     """Scale weight and bias of the layers at (or under) each named path so their outputs have the
     given standard deviation on the calibration images."""
     for prefix, target in output_std.items():
@@ -90,7 +90,7 @@ def _scale_outputs(net, x, output_std: Mapping[str, float]) -> None:
         handles = [layer.register_forward_post_hook(
             lambda _l, _i, out, k=k: spread.setdefault(k, float(out.numpy().std()))) for k, layer in enumerate(layers)]
         try:
-            net(x)
+            run()
         finally:
             for h in handles:
                 h.remove()

@@ -27,7 +27,8 @@ from ..capture import INPUT_MARK, Captured
 class DygraphOracle:
     def __init__(self, spec: ModelSpec, source: str | Path, layout: str):
         self.paddle = paddle = import_paddle()
-        self.net = ppcls.build(spec.source_model, kwargs=spec.get_model_kwargs)
+        self.spec = spec
+        self.net = spec.source_net(None) if spec.source_net else ppcls.build(spec.source_model, kwargs=spec.get_model_kwargs)
         source = Path(source)
         if layout == "dygraph":
             state = paddle.load(str(source))
@@ -82,8 +83,9 @@ class DygraphOracle:
                 handles.append(layer.register_forward_post_hook(
                     lambda _l, _i, out, p=point: captured.__setitem__(p, _np(out))))
         try:
+            x = np.ascontiguousarray(x, dtype=np.float32)
             with paddle.no_grad():
-                out = self.net(paddle.to_tensor(np.ascontiguousarray(x, dtype=np.float32)))
+                out = self.spec.source_run(self.net, x) if self.spec.source_run else self.net(paddle.to_tensor(x))
         finally:
             for h in handles:
                 h.remove()
@@ -93,4 +95,4 @@ class DygraphOracle:
 def _np(value: Any):
     if isinstance(value, (tuple, list)):
         return tuple(_np(v) for v in value)
-    return np.array(value.numpy(), copy=True)
+    return np.array(value if isinstance(value, np.ndarray) else value.numpy(), copy=True)
