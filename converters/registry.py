@@ -66,10 +66,11 @@ def ppdet_eval(size: tuple[int, int], keep_ratio: bool, interp: str = "bicubic",
     """PaddleDetection 2.x eval reader: cv2 decode to RGB; Resize (``keep_ratio``: target (short,
     long) = ``size``; else stretch to ``size`` = (H, W)) by cv2.resize with fx/fy factors, interp 2
     (bicubic) in the YOLOv3/R-CNN configs; NormalizeImage x / 255 then ImageNet mean/std; PadBatch."""
+    scale = float(np.float32(1 / 255))  # NormalizeImage: im *= 1 / 255 on float32 (a multiply)
     if keep_ratio:
         return Preprocess("ppdet", size, "scale-within", resize_short=size[0], max_size=size[1], interp=interp,
-                          crop="none", pad_to=pad_to)
-    return Preprocess("ppdet", size, "exact", interp=interp, crop="none", pad_to=pad_to)
+                          crop="none", pad_to=pad_to, scale=scale)
+    return Preprocess("ppdet", size, "exact", interp=interp, crop="none", pad_to=pad_to, scale=scale)
 
 
 def paddleseg_eval(size: tuple[int, int], color: str = "RGB") -> Preprocess:

@@ -76,6 +76,10 @@ PRESETS: dict[str, Preprocess] = {
 # source framework's own pipeline", is cv2-exact
 CV2_SOURCES = frozenset({"paddleclas", "ppdet", "paddleseg"})
 
+# ppdet's NormalizeImage and paddleseg's normalize subtract and divide by float64 arrays in place:
+# each step is computed in float64 and rounded back to float32
+F64_MEAN_STD = frozenset({"ppdet", "paddleseg"})
+
 POSE_UPSCALE = 1.25  # gluoncv's detector_to_simple_pose default
 
 
@@ -390,9 +394,14 @@ def normalize(pixels: np.ndarray, record: Preprocess) -> torch.Tensor:
     x = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).permute(2, 0, 1).to(torch.float32)
     inv = 1 / record.scale
     x = x / float(round(inv)) if abs(inv - round(inv)) < 1e-9 else x * record.scale  # ToTensor divides
-    mean = torch.tensor(record.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(record.std, dtype=torch.float32).view(3, 1, 1)
-    x = (x - mean) / std
+    if record.preset in F64_MEAN_STD:  # numpy in-place ops on float32 with float64 mean/std arrays
+        mean64 = torch.tensor(record.mean, dtype=torch.float64).view(3, 1, 1)
+        std64 = torch.tensor(record.std, dtype=torch.float64).view(3, 1, 1)
+        x = ((x.double() - mean64).float().double() / std64).float()
+    else:
+        mean = torch.tensor(record.mean, dtype=torch.float32).view(3, 1, 1)
+        std = torch.tensor(record.std, dtype=torch.float32).view(3, 1, 1)
+        x = (x - mean) / std
     if record.pad_to > 1:  # ppdet's PadBatch: zeros after normalisation, bottom/right
         h, w = x.shape[-2:]
         m = record.pad_to
