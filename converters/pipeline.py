@@ -73,9 +73,9 @@ def convert(name: str, weights: str | Path | None = None, init: str | None = Non
     spec = registry.get(name)
     path = source_file(spec, weights, init, seed, download)
     tensors, layout = READERS[spec.source_format](path)
-    if layout not in spec.rules:
+    if layout not in layouts(spec):
         raise MappingError(name, [f"{path.name}: source layout {layout!r} has no rules "
-                                  f"(supported: {', '.join(spec.rules)})"])
+                                  f"(supported: {', '.join(layouts(spec))})"])
     rules = rules_for(spec, layout, path)
     # only shape-derived (pruned) targets need the renamed shapes; the engine renames again anyway
     shapes = target_shapes(tensors, rules) if spec.build_from_shapes else {}
@@ -103,9 +103,21 @@ def _manifest(r: ConversionResult, source_sha256: str) -> dict:
             "counts": counts, "mapping": [row.to_dict() for row in r.mapping]}
 
 
+def layouts(spec: ModelSpec) -> list[str]:
+    """Source layouts ``spec`` converts from. Every Paddle checkpoint model also converts from an
+    exported program: its rules are derived by aligning the program's op graph with the target."""
+    out = list(spec.rules)
+    if spec.source_format == "paddle-checkpoint" and "inference" not in out:
+        out.append("inference")
+    return out
+
+
 def rules_for(spec: ModelSpec, layout: str, path: Path) -> Sequence:
     """The layout's rule table; a derived table (a function of the source) is built here."""
-    rules = spec.rules[layout]
+    rules = spec.rules.get(layout)
+    if rules is None and layout == "inference" and layout in layouts(spec):
+        from .paddle.program import program_rules
+        rules = program_rules(spec.build, (1, 3, *spec.preprocess.size))
     return list(rules(path)) if callable(rules) else rules
 
 

@@ -66,7 +66,7 @@ class ParityReport:
 
 def oracle_for(result: ConversionResult):
     spec = result.spec
-    if spec.source_format == "paddle-inference":
+    if spec.source_format == "paddle-inference" or result.layout == "inference":
         from .oracles.paddle_program import ProgramOracle
         return ProgramOracle(result.source)
     if spec.source_format == "paddle-checkpoint":

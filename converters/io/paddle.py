@@ -589,9 +589,13 @@ def read_inference_path(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndar
 
 
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], str]:
-    """Reader entry for the pipeline: a dygraph ``.pdparams`` file (layout "dygraph") or a
-    legacy fluid checkpoint directory (layout "fluid")."""
+    """Reader entry for the pipeline: a dygraph ``.pdparams`` file (layout "dygraph"), a legacy
+    fluid checkpoint directory (layout "fluid") or an exported inference model (layout "inference":
+    ``.pdmodel`` + ``.pdiparams``, given as either file, their prefix's directory)."""
     p = Path(path)
+    if p.suffix in (".pdmodel", ".pdiparams") or (
+            p.is_dir() and any((p / f"{stem}.pdmodel").is_file() for stem in INFERENCE_STEMS)):
+        return read_inference_path(p)  # an exported program: layout "inference"
     if p.is_dir():
         return read_fluid_dir(p), "fluid"
     if not p.is_file():
