@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import converters
-from parity.selection import sweep_params
+from parity.selection import EXPORT_FULL_ONLY, sweep_params
 
 pytestmark = pytest.mark.oracle
 
 
-@pytest.mark.parametrize("name", sweep_params("gluon"))  # MXNet's export layout
+@pytest.mark.parametrize("name", sweep_params("gluon", EXPORT_FULL_ONLY))  # MXNet's export layout
 def test_export_layout_converts_to_the_same_weights(converted, name, tmp_path):
     from converters.frameworks import import_gluoncv, import_mxnet
     mx, gcv = import_mxnet(), import_gluoncv()
