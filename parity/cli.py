@@ -118,7 +118,7 @@ def eval_(model: str = typer.Argument(..., help="model name (see `zooport list`)
           data: Path = typer.Option(..., "--data", help="dataset root (ImageNet val, VOCdevkit, COCO, ADE20K, ...)"),
           preprocess: str = typer.Option("cv2-exact", "--preprocess",
                                          help="comma list of mxnet, cv2-exact, pil, torchvision"),
-          framework: str = typer.Option("torch", "--framework", help="comma list of torch, mxnet"),
+          framework: str = typer.Option("torch", "--framework", help="comma list of torch and the source framework (mxnet or paddle)"),
           nms: str = typer.Option("mxnet", "--nms", help="detectors: comma list of mxnet, torchvision, naive"),
           weights: Optional[Path] = typer.Option(None, "--weights", help="source checkpoint file"),
           init: Optional[Init] = typer.Option(None, "--init", help="'random': seeded source weights"),

@@ -192,7 +192,8 @@ def open_data(spec, data: Any, kind: str | None = None):
 def _nets(job: Job, configs: Sequence[Config]) -> dict[str, Any]:
     out = {}
     for fw in dict.fromkeys(c.framework for c in configs):
-        out[fw] = predict.TorchNet(job.result.module) if fw == "torch" else predict.MXNetNet(job.result)
+        out[fw] = (predict.TorchNet(job.result.module) if fw == "torch" else
+                   predict.PaddleNet(job.result) if fw == "paddle" else predict.MXNetNet(job.result))
     return out
 
 
@@ -328,10 +329,17 @@ def configs_for(spec, preprocess: Sequence[str], framework: Sequence[str],
         bad = [g for g in got if g not in known]
         if bad or not got:
             raise EvalError(f"{kind} {','.join(bad) or '(empty)'}: expected a comma list of {', '.join(known)}")
+    source = predict.source_framework(spec)
+    foreign = [f for f in framework if f not in ("torch", source)]
+    if foreign:
+        raise EvalError(f"--framework {','.join(foreign)}: {spec.name} runs in torch or its source framework "
+                        f"{source}")
     notes = []
-    if spec.task != "detection":
+    if not predict.has_nms_variants(spec):
         if nms != ["mxnet"]:
-            notes.append(f"--nms ignored: {spec.name} is a {spec.task} model")
+            why = (f"a {spec.task} model" if spec.task != "detection" else
+                   "a Paddle detector (Paddle's multiclass_nms semantics, no variants)")
+            notes.append(f"--nms ignored: {spec.name} is {why}")
         nms = [None]
     configs = [Config(fw, pre, v) for fw, pre, v in product(framework, preprocess, nms)
                if fw != "mxnet" or v in (None, "mxnet")]

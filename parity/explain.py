@@ -78,11 +78,18 @@ def steps_for(spec, target: str, nms: str) -> list[tuple[str, str, Config]]:
                         f"({', '.join(usable)})")
     if nms not in NMS_VARIANTS:
         raise EvalError(f"--nms {nms!r}: expected one of {', '.join(NMS_VARIANTS)}")
-    base = "mxnet" if spec.task == "detection" else None
-    source = "MXNet net, gluoncv transforms" + (", MXNet box_nms" if base else "")
-    out = [("source", source, Config("mxnet", "mxnet", base)),
-           ("framework", "mxnet -> torch (the converted module)", Config("torch", "mxnet", base)),
-           ("preprocess", "gluoncv transforms -> cv2-exact (zooport's, no MXNet)", Config("torch", "cv2-exact", base))]
+    from .predict import has_nms_variants, source_framework
+    base = "mxnet" if has_nms_variants(spec) else None
+    fw = source_framework(spec)
+    if fw == "mxnet":
+        source = "MXNet net, gluoncv transforms" + (", MXNet box_nms" if base else "")
+        out = [("source", source, Config("mxnet", "mxnet", base)),
+               ("framework", "mxnet -> torch (the converted module)", Config("torch", "mxnet", base)),
+               ("preprocess", "gluoncv transforms -> cv2-exact (zooport's, no MXNet)",
+                Config("torch", "cv2-exact", base))]
+    else:  # Paddle's pipelines are cv2 code: zooport's cv2-exact is the source's own preprocessing
+        out = [("source", f"{fw} net, its cv2 transforms", Config(fw, "cv2-exact", base)),
+               ("framework", f"{fw} -> torch (the converted module)", Config("torch", "cv2-exact", base))]
     record, prev = spec.preprocess, VARIANTS["cv2-exact"]
     for name, stages in ladder(target, record):  # only the fields that change this record's pipeline
         was, now = getattr(resolve(prev, record), name), getattr(resolve(stages, record), name)
@@ -112,6 +119,7 @@ def explain(model: str | ConversionResult, data: Any, target: str = "pil", nms: 
             limit: int | None = None, progress: bool = True, kind: str | None = None,
             metric: str | None = None) -> Ladder:
     """The gap-attribution ladder of MODEL on the dataset at ``data``."""
+    from .predict import has_nms_variants
     spec = spec_of(model)
     plan = steps_for(spec, target, nms)  # options are checked before converting
     job: Job = prepare(model, data, weights, init, seed, limit, kind)
@@ -124,7 +132,8 @@ def explain(model: str | ConversionResult, data: Any, target: str = "pil", nms: 
         value = float(row.metrics[name])
         steps.append(Step(stage, change, row, value, 0.0 if prev is None else value - prev))
         prev = value
-    notes = [] if spec.task == "detection" else [f"no NMS step: {spec.name} is a {spec.task} model"]
+    notes = [] if has_nms_variants(spec) else [f"no NMS step: {spec.name} is a {spec.task} model"
+                                                + (" with Paddle's own NMS" if spec.task == "detection" else "")]
     context = report(job, rows, seconds, []).to_dict()
     context.pop("rows")
     context.pop("notes")

@@ -16,7 +16,18 @@ import torch
 
 from converters.errors import ZooportError
 
-FRAMEWORKS = ("torch", "mxnet")
+FRAMEWORKS = ("torch", "mxnet", "paddle")
+
+
+def source_framework(spec: Any) -> str:
+    """The --framework name of the framework a model's source runs in."""
+    return {"gluon": "mxnet", "paddle": "paddle"}.get(spec.framework, spec.framework)
+
+
+def has_nms_variants(spec: Any) -> bool:
+    """gluoncv detectors end in DetectionNMS (mxnet/torchvision/naive variants); Paddle detectors end
+    in Paddle's own multiclass_nms semantics, with no alternative to switch to."""
+    return spec.task == "detection" and spec.framework == "gluon"
 TOPK = 5  # classification keeps the top-5 class indices: all top-1/top-5 read, 200x less to gather
 
 
@@ -104,6 +115,20 @@ class MXNetNet:
         return {variants[0]: (out, time.perf_counter() - t)}
 
 
+class PaddleNet:
+    """The source net run by Paddle itself (the parity oracle: the PaddleClas/PaddleDetection/PaddleSeg
+    dygraph net, or Paddle's executor on an exported program), post-processing included."""
+
+    def __init__(self, result):
+        from .verify import oracle_for
+        self.oracle = oracle_for(result)
+
+    def __call__(self, x: torch.Tensor, variants: Sequence[str | None]) -> dict[str | None, tuple[Any, float]]:
+        t = time.perf_counter()
+        out, _ = self.oracle.run(x.numpy(), [])
+        return {variants[0]: (_numpy(out), time.perf_counter() - t)}
+
+
 # ------------------------------------------------------------------------------ post-processing
 
 
@@ -128,7 +153,8 @@ def classify(out: Any, k: int = TOPK) -> np.ndarray:
     return np.argsort(-logits, kind="stable")[:k].astype(np.int32)
 
 
-def detect(out: tuple, preset: str, input_hw: tuple[int, int], orig_hw: tuple[int, int]) -> dict:
+def detect(out: tuple, preset: str, input_hw: tuple[int, int], orig_hw: tuple[int, int],
+           scale: tuple[float, float] | None = None) -> dict:
     """Valid detections (id >= 0) with boxes in original-image pixels, as gluoncv's eval scripts:
     eval_ssd / eval_yolo clip to [0, input side] (clip(0, H) on square inputs) and score VOC at input
     scale against ground truth resized by the val transform: VOC's +1 pixel IoU changes under per-axis
@@ -142,6 +168,10 @@ def detect(out: tuple, preset: str, input_hw: tuple[int, int], orig_hw: tuple[in
     extra = {}
     if preset == "rcnn":
         boxes = np.clip(boxes, 0, [w - 1, h - 1, w - 1, h - 1]) * (oh / h)
+    elif preset == "ppdet" and scale is not None:
+        # ppdet divides by its resize factors (scale_factor) and clips to the original image
+        sx, sy = scale
+        boxes = np.clip(boxes / [sx, sy, sx, sy], 0, [ow, oh, ow, oh])
     else:
         clipped = np.clip(boxes, 0, [w, h, w, h])
         extra = {"input_boxes": clipped, "input_scale": (w / ow, h / oh)}
@@ -229,7 +259,7 @@ def postprocess(spec: Any, outs: Sequence[tuple[Any, torch.Tensor, Any]], label:
     if spec.task == "classification":
         return classify(out)
     if spec.task == "detection":
-        return detect(out, spec.preprocess.preset, tuple(x.shape[-2:]), tuple(meta.orig_hw))
+        return detect(out, spec.preprocess.preset, tuple(x.shape[-2:]), tuple(meta.orig_hw), tuple(meta.affine[:2]))
     if spec.task == "segmentation":
         pred = segment(out)
         target = seg_label(label.mask(), tuple(meta.resized_hw), tuple(meta.crop), pred.shape)

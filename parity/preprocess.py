@@ -289,7 +289,8 @@ def _meta(plan: _Plan, hw: tuple[int, int]) -> Meta:
         return Meta(hw, plan.resize_hw, (y0, x0), plan.resize_hw, (sx, sy, -x0 * sx, -y0 * sy), plan.box)
     rh, rw = plan.resize_hw or hw
     y0, x0, ih, iw = plan.crop or (0, 0, rh, rw)
-    return Meta(hw, (rh, rw), (y0, x0), (ih, iw), (rw / w, rh / h, -x0, -y0))
+    sx, sy = plan.factors or (rw / w, rh / h)  # ppdet maps coordinates by its factors, not the sizes
+    return Meta(hw, (rh, rw), (y0, x0), (ih, iw), (sx, sy, -x0, -y0))
 
 
 # ------------------------------------------------------------------------------------- resizing

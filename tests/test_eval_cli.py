@@ -108,7 +108,7 @@ def test_fewer_samples_than_asked_is_an_error(folder, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("args,message", [
     (["--preprocess", "pil,bogus"], "--preprocess bogus: expected a comma list of mxnet, cv2-exact, pil, torchvision"),
-    (["--framework", "tf"], "--framework tf: expected a comma list of torch, mxnet"),
+    (["--framework", "tf"], "--framework tf: expected a comma list of torch, mxnet, paddle"),
 ])
 def test_unknown_names_are_one_line_errors(folder, args, message):
     res = _eval("--data", str(folder), *args)
