@@ -41,15 +41,16 @@ def fail(exc: ZooportError) -> None:
 @app.command("list")
 def list_models(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """The registered models with family, task and input size."""
+    from .pipeline import layouts
     specs = registry.specs()
     if as_json:
         out.print_json(json.dumps([{"name": s.name, "family": s.family, "task": s.task,
-                                    "input": list(s.preprocess.size), "layouts": list(s.rules),
+                                    "input": list(s.preprocess.size), "layouts": layouts(s),
                                     "metrics": {m.name: m.value for m in s.metrics}} for s in specs]))
         return
     table = Table("model", "family", "task", "input", "source layouts", "published")
     for s in specs:
-        table.add_row(s.name, s.family, s.task, "x".join(map(str, s.preprocess.size)), ", ".join(s.rules),
+        table.add_row(s.name, s.family, s.task, "x".join(map(str, s.preprocess.size)), ", ".join(layouts(s)),
                       ", ".join(f"{m.name} {m.value}" for m in s.metrics))
     out.print(table)
 

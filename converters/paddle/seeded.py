@@ -87,8 +87,13 @@ def _scale_outputs(net, run, output_std: Mapping[str, float]) -> None:
         if not layers:
             raise ValueError(f"seed_output_std names {prefix!r}, which has no weighted layer")
         spread: dict[int, float] = {}
-        handles = [layer.register_forward_post_hook(
-            lambda _l, _i, out, k=k: spread.setdefault(k, float(out.numpy().std()))) for k, layer in enumerate(layers)]
+
+        def measure(k: int):
+            def hook(_layer, _inputs, out) -> None:  # must return None: paddle replaces the output otherwise
+                spread.setdefault(k, float(out.numpy().std()))
+            return hook
+
+        handles = [layer.register_forward_post_hook(measure(k)) for k, layer in enumerate(layers)]
         try:
             run()
         finally:
