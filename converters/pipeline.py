@@ -73,6 +73,7 @@ def convert(name: str, weights: str | Path | None = None, init: str | None = Non
     spec = registry.get(name)
     path = source_file(spec, weights, init, seed, download)
     tensors, layout = READERS[spec.source_format](path)
+    layout = _pickled_fluid(spec, tensors, layout)
     if layout not in layouts(spec):
         raise MappingError(name, [f"{path.name}: source layout {layout!r} has no rules "
                                   f"(supported: {', '.join(layouts(spec))})"])
@@ -101,6 +102,19 @@ def _manifest(r: ConversionResult, source_sha256: str) -> dict:
             "source": {"file": r.source.name, "sha256": source_sha256, "layout": r.layout,
                        "seed": r.seed},
             "counts": counts, "mapping": [row.to_dict() for row in r.mapping]}
+
+
+def _pickled_fluid(spec: ModelSpec, tensors: Mapping[str, np.ndarray], layout: str) -> str:
+    """A pickled state dict reads as "dygraph"; it is a ``fluid.save`` pickle (PaddleX 1.x
+    ``model.pdparams``, PaddleDetection 0.x ``.pdparams`` links) when the fluid rules name every
+    tensor and the dygraph rules do not."""
+    rules = spec.rules
+    if layout != "dygraph" or not isinstance(rules.get("fluid"), (list, tuple)) or not tensors:
+        return layout
+
+    def named(table) -> bool:
+        return all(any(r.apply(k) for r in table) for k in tensors)
+    return "fluid" if named(rules["fluid"]) and not named(rules.get("dygraph", ())) else layout
 
 
 def layouts(spec: ModelSpec) -> list[str]:

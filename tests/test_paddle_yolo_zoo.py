@@ -13,10 +13,11 @@ import torch
 import converters
 from converters import registry
 from converters.arch.paddle_yolo import NUMERICS, PaddleYOLOConfig, PaddleYOLOv3, YOLOBox
+from converters.paddle import ppcls
 from converters.paddle import yolov3 as py
 from converters.paddle.paddlex import layout_tables
 from converters.registry import ppdet_eval
-from test_paddle_cls_fixtures import assert_layouts_agree, convert_tensors, synthetic_source
+from test_paddle_cls_fixtures import assert_layouts_agree, convert_tensors, synthetic_source, write_pdparams
 
 MODELS = {"YOLOv3_MobileNetV1": py.mobilenet_v1, "YOLOv3_DarkNet53": py.darknet53, "YOLOv3_ResNet34": py.resnet34}
 CONV_BN = {"YOLOv3_MobileNetV1": 27, "YOLOv3_DarkNet53": 52, "YOLOv3_ResNet34": 37}  # backbone conv-BN units
@@ -28,7 +29,7 @@ def table(name: str) -> dict[str, str]:
 
 def test_registered_family():
     names = [n for n in registry.names() if registry.get(n).family == "paddle.yolov3"]
-    assert sorted(names) == sorted(MODELS)
+    assert sorted(names) == sorted([*MODELS, "YOLOv3_MobileNetV3_large"])  # its own tests below
     for name in names:
         spec = registry.get(name)
         assert (spec.task, spec.source_format) == ("detection", "paddle-checkpoint")
@@ -191,14 +192,8 @@ def test_paddlex_numerics_changes_only_post_processing():
 
 
 def mobilenet_v3_spec():
-    """YOLOv3_MobileNetV3_large is mapped but not registered (no hash for its .pdparams link): a
-    spec built like the registered ones, for the table checks."""
-    name, _, bcfg, cuts, entries, *_ = py.MOBILENET_V3_ROW
-    dygraph, fluid, t = layout_tables(py.tensors(entries))
-    spec = dataclasses.replace(registry.get("YOLOv3_MobileNetV1"), name=name,
-                               rules={"dygraph": dygraph, "fluid": fluid},
-                               build=lambda: PaddleYOLOv3(PaddleYOLOConfig(backbone=bcfg, cuts=cuts)))
-    return spec, t
+    spec = registry.get("YOLOv3_MobileNetV3_large")
+    return spec, ppcls._FLUID_NAMES[spec.name]()
 
 
 def test_mobilenet_v3_large_tables_cover_every_tensor_and_agree():
@@ -226,3 +221,22 @@ def test_fluid_checkpoint_converts_with_paddlex_numerics_and_reloads_them(tmp_pa
     weights, _ = b.write(tmp_path / "out")
     back = load("YOLOv3_MobileNetV1", weights)
     assert back.numerics == "paddlex" and not back.training and back.nms.post.normalized is False
+
+
+def test_fluid_save_pickle_reads_as_the_fluid_layout(tmp_path):
+    """PaddleX links YOLOv3_MobileNetV3_large as one .pdparams: a fluid.save pickle of static names.
+    The pipeline reads it as "fluid" because the static rules name every tensor; the same values
+    pickled under dygraph names stay "dygraph"; both give one state dict."""
+    spec, t = mobilenet_v3_spec()
+    dygraph = synthetic_source(spec, t)
+    a = converters.convert(spec.name, weights=write_pdparams(tmp_path / "dy.pdparams", dygraph))
+    b = converters.convert(spec.name, weights=write_pdparams(tmp_path / "yolov3_mobilenet_v3.pdparams",
+                                                             {t[k]: v for k, v in dygraph.items()}))
+    assert (a.layout, b.layout) == ("dygraph", "fluid")
+    assert b.manifest["metadata"]["numerics"] == "paddlex" and a.manifest["metadata"]["numerics"] == "ppdet"
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+
+
+def test_single_pdparams_link_downloads_without_a_published_hash():
+    w = registry.get("YOLOv3_MobileNetV3_large").weights()
+    assert w.archive == "none" and w.sha1 is None and w.url.endswith("/yolov3_mobilenet_v3.pdparams")

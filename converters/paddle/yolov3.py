@@ -226,7 +226,10 @@ def pad_detections(bbox: np.ndarray, num: np.ndarray, k: int):
 
 # -- registration ----------------------------------------------------------------------------------
 def _weights(name: str, stem: str) -> SourceWeights:
-    """A PaddleDetection 0.x model-zoo .tar (a fluid checkpoint directory); the zoo lists no hashes."""
+    """A PaddleDetection 0.x model-zoo .tar (a fluid checkpoint directory) or ``.pdparams`` (a
+    fluid.save pickle); the zoo lists no hashes."""
+    if stem.endswith(".pdparams"):
+        return SourceWeights(name=name, sha1=None, url=f"{DETECTION_ZOO}{stem}", filename=stem, archive="none")
     return SourceWeights(name=name, sha1=None, url=f"{DETECTION_ZOO}{stem}.tar", filename=stem, archive="tar")
 
 
@@ -251,14 +254,10 @@ MODELS = (
     ("YOLOv3_DarkNet53", "darknet53", DarkNetConfig(bn_eps=1e-5, leaky_slope=0.1), (3, 4, 5), darknet53,
      "yolov3_darknet", 38.9, 608, True),
     ("YOLOv3_ResNet34", "resnet34", RESNET34, (2, 3, 4), resnet34, "yolov3_r34", 36.2, 608, True),
+    # PaddleX links a single .pdparams for it (a fluid.save pickle of static names, read as "fluid")
+    ("YOLOv3_MobileNetV3_large", "mobilenet_v3_large", MOBILENET_V3_LARGE, (6, 12, 15), mobilenet_v3_large,
+     "yolov3_mobilenet_v3.pdparams", 31.6, 608, True),
 )
-# Built, mapped and parity-checked, but NOT registered: PaddleX links a single ``.pdparams`` (a
-# fluid.save pickle of static names) for it, with no published hash (SourceWeights requires a sha1
-# for a single-file download), and the reader takes any pickle for the "dygraph" layout. Registering
-# it needs the file's sha1 and a reader that tells static names in a pickle apart.
-MOBILENET_V3_ROW = ("YOLOv3_MobileNetV3_large", "mobilenet_v3_large", MOBILENET_V3_LARGE, (6, 12, 15),
-                    mobilenet_v3_large, "yolov3_mobilenet_v3", 31.6, 608, True)
-
 SEED_STD = 2.0  # predictor logits' spread on the calibration photographs: scores spread over (0, 1)
 
 for _name, _kind, _bcfg, _cuts, _entries, _stem, _map, _size, _slow in MODELS:
