@@ -13,7 +13,7 @@ import torch
 import converters
 from converters import registry
 from converters.arch.paddle_yolo import NUMERICS, PaddleYOLOConfig, PaddleYOLOv3, YOLOBox
-from converters.paddle import ppcls
+from converters.paddle import ppcls, ppdet_io
 from converters.paddle import yolov3 as py
 from converters.paddle.paddlex import layout_tables
 from converters.registry import ppdet_eval
@@ -34,7 +34,7 @@ def test_registered_family():
         spec = registry.get(name)
         assert (spec.task, spec.source_format) == ("detection", "paddle-checkpoint")
         assert set(spec.rules) == {"dygraph", "fluid"}
-        assert spec.numerics == {"dygraph": "ppdet", "fluid": "paddlex"}
+        assert spec.numerics == {"dygraph": "ppdet", "fluid": "paddlex", "inference": "ppdet"}
         assert spec.floor_points == {"score": "score_out", "box": "box_out"}
         assert spec.weights().url.startswith("https://paddlemodels.bj.bcebos.com/object_detection/yolov3_")
         assert spec.source_net is not None and spec.source_run is not None
@@ -175,10 +175,10 @@ def test_forward_returns_padded_rows_grouped_by_label():
 
 def test_pad_detections_handles_empty_images():
     bbox = np.float32([[3, 0.9, 1, 2, 3, 4], [5, 0.5, 0, 0, 1, 1]])
-    ids, scores, boxes = py.pad_detections(bbox, np.int32([0, 2]), 4)
+    ids, scores, boxes = ppdet_io.pad_detections(bbox, np.int32([0, 2]), 4)
     assert (ids[0] == -1).all() and ids[1, :, 0].tolist() == [3, 5, -1, -1]
     assert boxes[1, 0].tolist() == [1, 2, 3, 4] and scores[1, 1, 0] == np.float32(0.5)
-    ids, _, _ = py.pad_detections(np.float32([[-1]]), np.int32([0]), 4)  # Paddle's "no detection" row
+    ids, _, _ = ppdet_io.pad_detections(np.float32([[-1]]), np.int32([0]), 4)  # Paddle's "no detection" row
     assert (ids == -1).all()
 
 

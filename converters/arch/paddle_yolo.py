@@ -218,15 +218,17 @@ class PaddleYOLOv3(nn.Module):
     def head(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Raw predictor maps, deepest first."""
         feats = self.backbone(x)[::-1]
-        out, route = [], None
+        tips, route = [], None
+        # ppdet's order: the neck's three tips (transitions included), then the predictors; an exported
+        # program lists its layers in this order, and program alignment follows execution order
         for i, feat in enumerate(feats):
             if i > 0:  # Paddle concatenates the upsampled route first
                 feat = torch.cat([route, feat], dim=1)
             route, tip = self.yolo_blocks[i](feat)
-            out.append(self.yolo_outputs[i](tip))
+            tips.append(tip)
             if i < len(feats) - 1:
                 route = self.transitions[i](route).repeat_interleave(2, 2).repeat_interleave(2, 3)  # nearest 2x
-        return out
+        return [output(tip) for output, tip in zip(self.yolo_outputs, tips)]
 
     def forward(self, x: torch.Tensor):
         boxes, scores, keep = self.decode(self.head(x), tuple(x.shape[-2:]))

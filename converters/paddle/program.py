@@ -71,10 +71,25 @@ def program_layers(program: Program, where: str = "<program>") -> list[ProgramLa
     ops, users = program.ops, _consumers(program.ops)
     taken: set[int] = set()  # ops folded into an earlier layer (a bias add)
     layers: list[ProgramLayer] = []
+    # a parameter reshaped before its use (paddle 3 exports a conv bias as reshape2 to [1, C, 1, 1],
+    # then elementwise_add): the reshaped variable stands for the parameter
+    alias: dict[str, str] = {}
+    channel_shaped: set[str] = set()  # reshaped to [1, C, 1, 1]: an add of it on any axis is per channel
+    for i, op in enumerate(ops):
+        x = op.inputs.get("X", [])
+        if op.type in ("reshape2", "unsqueeze2") and len(x) == 1 and _persistable(program, x[0]):
+            alias[op.outputs["Out"][0]] = x[0]
+            taken.add(i)
+            shape = list(op.attrs.get("shape") or [])
+            if len(shape) == 4 and shape[0] == shape[2] == shape[3] == 1:
+                channel_shaped.add(op.outputs["Out"][0])
 
     def const(op: Op, slot: str) -> str | None:
         names = op.inputs.get(slot, [])
-        return names[0] if len(names) == 1 and _persistable(program, names[0]) else None
+        if len(names) != 1:
+            return None
+        name = alias.get(names[0], names[0])
+        return name if _persistable(program, name) else None
 
     def follow_add(i: int, out: str, params: dict[str, str], role: str, axis: tuple[int, ...] | None) -> str:
         """Fold a following elementwise_add of a persistable tensor into layer ``i`` as ``role``
@@ -83,7 +98,9 @@ def program_layers(program: Program, where: str = "<program>") -> list[ProgramLa
         if len(nxt) == 1 and ops[nxt[0]].type == "elementwise_add" and nxt[0] not in taken:
             add = ops[nxt[0]]
             y = const(add, "Y")
-            if y is not None and add.inputs["X"] == [out] and (axis is None or add.attrs.get("axis", -1) in axis):
+            per_channel = axis == (1,) and add.inputs["Y"][0] in channel_shaped
+            if y is not None and add.inputs["X"] == [out] and (
+                    axis is None or per_channel or add.attrs.get("axis", -1) in axis):
                 params[role] = y
                 taken.add(nxt[0])
                 return add.outputs["Out"][0]

@@ -32,7 +32,7 @@ from ..arch.paddle_yolo import (ANCHOR_MASKS, ANCHORS, NUMERICS, MobileNetV3Conf
                                  PaddleYOLOv3)
 from ..registry import Metric, ModelSpec, ppdet_eval, register
 from ..sources import SourceWeights
-from . import ppcls
+from . import ppcls, ppdet_io
 from .mobilenet import V1 as MOBILENET_V1, V1_NAMES
 from .paddlex import BN_DEFAULTS, ConvBN, Tensor, layout_tables
 from .resnet import config as resnet_config
@@ -206,22 +206,8 @@ def source_run(net, x: np.ndarray):
     """ppdet's eval forward on a batch -> (ids, scores, boxes) (B, 100, 1|1|4), -1 padded."""
     from ..frameworks import import_paddle
     paddle = import_paddle()
-    b, _, h, w = x.shape
-    out = net({"image": paddle.to_tensor(np.ascontiguousarray(x, dtype=np.float32)),
-               "im_shape": paddle.to_tensor(np.tile(np.float32([h, w]), (b, 1))),
-               "scale_factor": paddle.to_tensor(np.ones((b, 2), np.float32))})
-    return pad_detections(out["bbox"].numpy(), out["bbox_num"].numpy(), KEEP_TOP_K)
-
-
-def pad_detections(bbox: np.ndarray, num: np.ndarray, k: int):
-    """ppdet's concatenated [N, 6] rows + per-image counts -> -1-padded (ids, scores, boxes)."""
-    out = np.full((len(num), k, 6), -1.0, dtype=np.float32)
-    start = 0
-    for i, n in enumerate(num.astype(int)):
-        if n > 0 and bbox.ndim == 2 and bbox.shape[1] == 6:  # no detection at all: a [1, 1] [-1] row
-            out[i, :n] = bbox[start:start + n][:k]
-        start += max(n, 0)
-    return out[..., :1], out[..., 1:2], out[..., 2:]
+    out = net({k: paddle.to_tensor(v) for k, v in ppdet_io.feeds(x).items()})
+    return ppdet_io.pad_detections(out["bbox"].numpy(), out["bbox_num"].numpy(), KEEP_TOP_K)
 
 
 # -- registration ----------------------------------------------------------------------------------
@@ -271,7 +257,7 @@ for _name, _kind, _bcfg, _cuts, _entries, _stem, _map, _size, _slow in MODELS:
         source_model="YOLOv3", metrics=(Metric("mAP", _map, "COCO val2017 (bbox)", "PaddleX model library"),),
         seed_output_std={"yolo_head.yolo_output": SEED_STD}, notes=NOTES,
         source_net=functools.partial(source_net, _kind), source_run=source_run,
-        numerics={"dygraph": "ppdet", "fluid": "paddlex"},
+        numerics={"dygraph": "ppdet", "fluid": "paddlex", "inference": "ppdet"},
         floor_points={"score": "score_out", "box": "box_out"}, slow=_slow,
         parity_images=2))  # 2 x 100 detections; torch's float64 floor run of depthwise convs is slow
     ppcls.register_fluid_names(_name, functools.partial(dict, _table))

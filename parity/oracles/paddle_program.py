@@ -16,6 +16,7 @@ import numpy as np
 from converters.errors import ParityError
 from converters.frameworks import import_paddle
 from converters.io.paddle import inference_files
+from converters.paddle import ppdet_io
 from converters.paddle.program import layers_of
 
 from ..capture import Captured
@@ -30,8 +31,11 @@ class ProgramOracle:
             self.exe = self.paddle.static.Executor(self.paddle.CPUPlace())
             prefix = str(self.pdmodel.with_suffix(""))
             self.program, self.feeds, self.fetches = self.paddle.static.load_inference_model(prefix, self.exe)
-        if len(self.feeds) != 1:
-            raise ParityError(f"{self.pdmodel}: {len(self.feeds)} inputs; the oracle feeds one image tensor")
+        # PaddleDetection's export contract (image, im_shape, scale_factor -> bbox, bbox_num), or one image
+        self.ppdet = sorted(self.feeds) == sorted(ppdet_io.FEEDS) and len(self.fetches) >= 2
+        if len(self.feeds) != 1 and not self.ppdet:
+            raise ParityError(f"{self.pdmodel}: inputs {self.feeds}; the oracle feeds one image tensor or "
+                              f"PaddleDetection's {', '.join(ppdet_io.FEEDS)}")
 
     @contextlib.contextmanager
     def _static(self):
@@ -53,11 +57,14 @@ class ProgramOracle:
     def run(self, x: np.ndarray, points: Sequence[str]) -> tuple[Any, Captured]:
         points = list(dict.fromkeys(points))
         with self._static():
-            outs = self.exe.run(self.program, feed={self.feeds[0]: np.ascontiguousarray(x, np.float32)},
-                                fetch_list=list(self.fetches) + points, return_numpy=True)
+            feed = ppdet_io.feeds(x) if self.ppdet else {self.feeds[0]: np.ascontiguousarray(x, np.float32)}
+            outs = self.exe.run(self.program, feed=feed, fetch_list=list(self.fetches) + points, return_numpy=True)
         n = len(self.fetches)
         main = outs[0] if n == 1 else tuple(outs[:n])
-        return np.asarray(main), {p: np.asarray(v) for p, v in zip(points, outs[n:])}
+        if self.ppdet:  # -1-padded (ids, scores, boxes) in input pixels, as zooport's detectors return
+            main = ppdet_io.pad_detections(np.asarray(outs[0]), np.asarray(outs[1]))
+        main = main if isinstance(main, tuple) else np.asarray(main)
+        return main, {p: np.asarray(v) for p, v in zip(points, outs[n:])}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The first output through Paddle's deployment predictor (IR passes on), for users who
