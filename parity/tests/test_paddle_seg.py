@@ -1,0 +1,120 @@
+"""PaddleX segmentation against PaddleSeg 2.8 itself (paddleseg.models, built by ``source_net``):
+the dygraph rule tables against the real nets' state dicts, parity on photographs with the per-pixel
+argmax check, and a planted error found at the layer it touches. The "fluid" layouts hold the
+static PaddleX 1.x nets, which PaddleSeg 2.8 does not define; the static UNet differs from
+PaddleSeg's only in conv biases and align_corners, so it is checked against PaddleSeg's UNet run
+with align_corners True and zero biases. Static Fast-SCNN: tests/test_paddle_seg.py only."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+import converters
+from converters import registry
+from converters.paddle import segmentation as seg
+from converters.samples import sample_photos
+from converters.seeding import seeded_source
+from parity.preprocess import preprocess
+from parity.verify import verify
+from parity.tests.test_paddle_classification import write_fluid_with_paddle
+
+pytestmark = [pytest.mark.oracle,
+              pytest.mark.skipif(importlib.util.find_spec("paddle") is None, reason="paddle is not installed")]
+
+SMALL = (128, 160)  # rectangular: catches a transposed resize; 1/32 of it still has 4x5 cells
+FAST = ["FastSCNN"]
+SLOW = ["DeepLabv3_MobileNetV2_x1.0", "UNet", "DeepLabv3_Xception65"]
+
+
+@pytest.mark.parametrize("name", FAST + SLOW)
+def test_dygraph_rules_fit_paddleseg_s_net(name):
+    """Every tensor of PaddleSeg's own net is matched by exactly one rule or ignore, and each rule
+    sends it to a target tensor of its shape."""
+    spec = registry.get(name)
+    state = spec.source_net(None).state_dict()
+    target = spec.build().state_dict()
+    sent = set()
+    for key, tensor in state.items():
+        hits = [r for r in spec.rules["dygraph"] if r.apply(key)]
+        assert len(hits) == 1, (key, hits)
+        if hasattr(hits[0], "repl"):
+            tname = hits[0].apply(key)
+            assert tuple(target[tname].shape) == tuple(tensor.shape), key
+            sent.add(tname)
+    assert sent == {k for k in target if not k.endswith("num_batches_tracked")}
+
+
+def _check(report) -> None:
+    assert report.passed, report.layers.first_divergent
+    assert report.layers.diffs and all(d.passed for d in report.layers.diffs)
+    assert report.argmax["unexplained"] == 0 and report.argmax["identical"] > 0.99 * report.argmax["count"]
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_parity_on_photographs(name, parity_report):
+    _check(parity_report(name))  # the registry sweep's report (parity/conftest.py): computed once
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW)
+def test_parity_on_photographs_slow(name, converted):
+    _check(verify(name, result=converted(name), images=sample_photos()[:2]))
+
+
+@pytest.mark.parametrize("name", FAST + [pytest.param(n, marks=pytest.mark.slow) for n in SLOW])
+def test_parity_on_a_rectangular_input(name, converted):
+    _check(verify(name, result=converted(name), images=sample_photos()[:1], size=SMALL))
+
+
+@pytest.mark.parametrize("name,module,attr,source", [
+    ("FastSCNN", "ppm.project.conv", "weight", "global_feature_extractor.ppm.conv_bn_relu2._conv"),
+    pytest.param("DeepLabv3_MobileNetV2_x1.0", "aspp.branches.2.depthwise.bn", "running_var",
+                 "head.aspp.aspp_blocks.2.depthwise_conv._batch_norm", marks=pytest.mark.slow),
+    pytest.param("UNet", "up.1.0.bn", "bias", "decode.up_sample_list.1.double_conv.0._batch_norm",
+                 marks=pytest.mark.slow),
+])  # CI: FastSCNN (its models' sweeps are parity-full only for the other two)
+def test_a_planted_error_is_the_first_divergence(name, module, attr, source, converted):
+    """1% on one tensor: every pair before it passes, that layer is the first divergence."""
+    result = converted(name)
+    bad = copy.deepcopy(result.module)
+    with torch.no_grad():
+        getattr(bad.get_submodule(module), attr).mul_(1.01)
+    r = verify(name, result=dataclasses.replace(result, module=bad), images=sample_photos()[:1], size=SMALL)
+    assert not r.passed and r.layers.first_divergent.name == module
+    assert r.layers.first_divergent.source == source
+    assert all(d.passed for d in r.layers.diffs[: r.layers.diffs.index(r.layers.first_divergent)])
+
+
+def test_static_unet_is_paddleseg_s_with_align_corners_and_no_biases(tmp_path):
+    """The seeded PaddleSeg 2.8 UNet with every conv bias zeroed, run by paddle with align_corners
+    True, written as a fluid directory under the static names: our "paddlex" UNet gives its logits."""
+    from converters.frameworks import import_paddle
+    paddle = import_paddle()
+    spec = registry.get("UNet")
+    net = seg._build_paddleseg("UNet", None, num_classes=81, align_corners=True)
+    state = {k: v.numpy() for k, v in paddle.load(str(seeded_source(spec, 0))).items()}
+    state = {k: np.zeros_like(v) if k.endswith((".bias", "cls.bias")) and "_batch_norm" not in k else v
+             for k, v in state.items()}
+    net.set_state_dict(state)
+    paddle.save(net.state_dict(), str(tmp_path / "zero_bias.pdparams"))
+    by_target = {t: s for s, t, _ in seg.unet_dygraph()}
+    table = {by_target[t]: name for name, t, _ in seg.unet_fluid()}  # {dygraph key: static name}
+    write_fluid_with_paddle(tmp_path / "zero_bias.pdparams", table, tmp_path / "unet")
+    result = converters.convert("UNet", weights=tmp_path / "unet")
+    assert result.layout == "fluid" and result.module.cfg.numerics == "paddlex"
+    x = preprocess(sample_photos()[0][1], dataclasses.replace(spec.preprocess, size=SMALL), "mxnet").numpy()[None]
+    ref = seg.run_logits(net, x)
+    with torch.no_grad():
+        got = result.module(torch.from_numpy(x)).numpy()
+    scale = float(np.abs(ref).max())
+    assert np.abs(got - ref).max() <= spec.tolerance * scale  # the registry's per-layer bar, on the output
+    assert (got.argmax(1) == ref.argmax(1)).mean() > 0.999
+    # and the switch matters: PaddleSeg's align_corners False net differs from it
+    other = seg._build_paddleseg("UNet", None, num_classes=81)
+    other.set_state_dict(state)
+    assert np.abs(seg.run_logits(other, x) - ref).max() > 100 * spec.tolerance * scale
