@@ -203,6 +203,7 @@ def test_half_pixel_roi_align_is_caught_at_roi_align(converted, one_photo):
     assert all(d.passed for d in r.layers.diffs[: r.layers.diffs.index(first)])
 
 
+@pytest.mark.slow  # CI time (78 s): the RoIAlign planted error above runs in CI
 def test_planted_rpn_error_is_caught_at_the_rpn_conv(converted, one_photo):
     """A 1% error in the RPN's 3x3 conv: the backbone passes, rpn.conv is the first divergence."""
     result = converted(VOC)
