@@ -132,8 +132,11 @@ def floor_names(spec) -> list[str]:
 
 
 def replay_pairs(result: ConversionResult) -> list[tuple[str, str]]:
-    """The spec's replay points; they name Gluon block paths, so an imported export has none."""
-    return list(result.spec.replay) if result.layout == "gluon" else []
+    """The spec's replay points; they name source-net paths (Gluon blocks, or the Paddle net the
+    dygraph oracle builds for both Paddle checkpoint layouts), so an imported export has none."""
+    own_net = result.layout == "gluon" or (result.spec.source_format == "paddle-checkpoint"
+                                           and result.layout in ("dygraph", "fluid"))
+    return list(result.spec.replay) if own_net else []
 
 
 def _run_image(result: ConversionResult, oracle, module64, pairs, x: np.ndarray) -> _Runs:
