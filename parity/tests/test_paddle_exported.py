@@ -2,8 +2,9 @@
 ``.pdmodel`` + ``.pdiparams``, parameters named by counters). The seeded source net (ppcls, ppdet) is
 exported by paddle itself; the export converts (rules aligned from the op graph), lands on exactly the
 weights the dygraph checkpoint gives, and passes verify against Paddle's executor running the exported
-program, post-processing included. (ppcls's MobileNetV3 does not export with paddle 3.3.1's legacy IR:
-to_static fails in its hardswish multiply.)"""
+program, post-processing included. (paddle 3.3.1's to_static with the legacy IR cannot export ppcls's
+MobileNetV3 (its hardswish multiply) or ppdet's Faster R-CNN (its per-image list of RoIs); PaddleSeg's
+Fast-SCNN exports, but aligning it needs SAME padding and its extra layers handled: not yet.)"""
 from __future__ import annotations
 
 import importlib.util
