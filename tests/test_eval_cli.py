@@ -20,6 +20,8 @@ from parity.fixtures import build_tiny
 runner = CliRunner()
 MODEL = "cifar_resnet20_v1"  # 0.3M parameters, 32x32: milliseconds per image
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _random_conversion(name, weights=None, init=None, seed=0, **_):
     spec = registry.get(name)
@@ -40,13 +42,6 @@ class _TorchAsMXNet:
         return self.net(x, variants)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Batch-1 on shared cores: a second intra-op thread mostly spins (measured 3-20x slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(autouse=True)

@@ -12,13 +12,12 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from parity.evaluate import Config, evaluate, predict_shard, prepare
 from parity.explain import explain
 from parity.fixtures import build_tiny
 
-pytestmark = pytest.mark.oracle
+pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("one_thread")]
 
 CLS, SSD, POSE, SEG = "cifar_resnet20_v1", "ssd_300_vgg16_atrous_voc", "simple_pose_resnet18_v1b", "fcn_resnet50_ade"
 SAME = [("torch", "mxnet"), ("torch", "cv2-exact"), ("mxnet", "cv2-exact")]  # must equal (mxnet, mxnet)
@@ -34,14 +33,6 @@ def data(tmp_path_factory):
     return get
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Batch-1 nets on 2 shared cores: a second intra-op thread mostly spins against the decoder
-    and the other framework (measured 3-20x slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _by(report):

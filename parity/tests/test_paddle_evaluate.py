@@ -7,13 +7,12 @@ import importlib.util
 import math
 
 import pytest
-import torch
 
 from parity.evaluate import EvalError, evaluate
 from parity.explain import explain
 from parity.fixtures import build_tiny
 
-pytestmark = [pytest.mark.oracle,
+pytestmark = [pytest.mark.oracle, pytest.mark.usefixtures("one_thread"),
               pytest.mark.skipif(importlib.util.find_spec("paddle") is None, reason="paddle is not installed")]
 
 CLS = "ResNet18"
@@ -24,12 +23,6 @@ def imagenet(tmp_path_factory):
     return build_tiny("imagenet", tmp_path_factory.mktemp("paddle-eval") / "imagenet", 8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _by(report):
