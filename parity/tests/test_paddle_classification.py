@@ -129,8 +129,7 @@ def test_seeded_sources_are_reproducible(tmp_path):
     which is why an SSLD twin's seeded net is its plain twin's and only the plain one runs in CI."""
     from converters.paddle import seeded
     spec = registry.get("MobileNetV1")
-    a, b = (seeded.build(spec.source_model, 3, tmp_path / f"{k}.pdparams", spec.preprocess.size,
-                         dict(spec.seed_output_std), {}) for k in "ab")
+    a, b = (seeded.build(spec, 3, tmp_path / f"{k}.pdparams") for k in "ab")
     assert a.read_bytes() == b.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdparams", "b.pdparams"]  # no temp files left
 
