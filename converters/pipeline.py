@@ -15,7 +15,7 @@ from .engine import MappingRow, load_into, map_tensors
 from .errors import MappingError, ZooportError
 from .io import paddle as paddle_io
 from .io.mxnet_params import read_checkpoint
-from .io.writer import write_json, write_weights
+from .io.writer import write_outputs
 from .registry import ModelSpec
 from .rules import digest
 from .sources import ROOT, resolve, source_sha256
@@ -42,16 +42,20 @@ class ConversionResult:
     manifest: dict = field(default_factory=dict)
 
     def write(self, out_dir: str | Path, fmt: str = "safetensors") -> tuple[Path, Path]:
-        """Write ``<out>/<model><ext>`` and ``<out>/<model>.json`` (atomic, reloaded, compared)."""
+        """Write ``<out>/<model><ext>`` and ``<out>/<model>.json`` as one unit (each atomic,
+        reloaded and compared; the manifest, which holds the weights' sha256, renamed last)."""
         if fmt not in FORMATS:
             raise ZooportError(f"unknown output format {fmt!r} (use safetensors or pth)")
         out_dir = Path(out_dir)
         weights = out_dir / f"{self.spec.name}{FORMATS[fmt]}"
-        meta = {k: str(v) for k, v in self.manifest["metadata"].items()}
-        digest_hex = write_weights(weights, self.state_dict, meta, fmt)
-        self.manifest["output"] = {"file": weights.name, "format": fmt, "sha256": digest_hex}
         manifest = out_dir / f"{self.spec.name}.json"
-        write_json(manifest, self.manifest)
+        meta = {k: str(v) for k, v in self.manifest["metadata"].items()}
+
+        def describe(digest_hex: str) -> dict:
+            self.manifest["output"] = {"file": weights.name, "format": fmt, "sha256": digest_hex}
+            return self.manifest
+
+        write_outputs(weights, self.state_dict, meta, fmt, manifest, describe)
         return weights, manifest
 
 

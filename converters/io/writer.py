@@ -2,7 +2,9 @@
 
 Every file is written to a temp file in the target's directory, fsynced, read back and compared
 bit for bit, and only then renamed over the target. A failure at any point (including Ctrl-C)
-removes the temp file and leaves an existing target untouched.
+removes the temp file and leaves an existing target untouched; a kill leaves only a hidden temp,
+removed by the next write (see "the atomic write" below, which also commits a weights file and
+its manifest as a pair, and serialises concurrent writers into one directory).
 
 Determinism: the same tensors and metadata give byte-identical files, whatever the target's name
 and whatever order the metadata was given in.
@@ -17,13 +19,17 @@ and whatever order the metadata was given in.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
+import glob
 import hashlib
 import json
 import math
 import os
 import pickle
+import signal
 import tempfile
+import time
 import zipfile
 import zlib
 from collections.abc import Callable, Mapping
@@ -35,6 +41,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
 from ..errors import OutputError, ReaderError, ZooportError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no directory locks; writes stay atomic, concurrent ones race
+    fcntl = None
 
 FORMATS = ("safetensors", "pth")
 
@@ -56,14 +67,8 @@ def write_weights(path: Path, state_dict: Mapping[str, torch.Tensor], metadata: 
 def write_json(path: Path, obj: Any) -> str:
     """Write ``obj`` as JSON (sorted keys, indent 2, trailing newline) atomically; return sha256."""
     path = Path(path)
-    # Strict JSON: NaN/Infinity would make files other tools cannot parse.
-    data = (json.dumps(obj, sort_keys=True, indent=2, allow_nan=False) + "\n").encode("utf-8")
-
-    def verify(tmp: Path) -> None:
-        if tmp.read_bytes() != data:
-            raise OutputError(f"{path}: reloaded JSON differs from what was written")
-
-    return _atomic_write(path, lambda fh: fh.write(data), verify)
+    data = _json_bytes(obj)
+    return _atomic_write(path, lambda fh: fh.write(data), _same_bytes(path, data))
 
 
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -251,33 +256,135 @@ def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 # -- the atomic write ----------------------------------------------------------------------------
+#
+# Every output is staged as a hidden temp file (".<name>.<random>.tmp") in its directory, written,
+# fsynced and verified, and only then renamed over its name, all under an exclusive lock on the
+# directory. A writer killed at any moment (SIGKILL included) leaves at most hidden temps, which
+# never carry an output's name; the next writer of that name, holding the lock, removes them (no
+# live writer can own one: writers keep their temps only while they hold the lock).
+# write_outputs commits a weights file and its manifest as a pair: the old manifest is removed
+# first, the weights renamed, the new manifest renamed last. Whatever instant a kill lands on, a
+# manifest present always describes the weights beside it (its sha256 matches); weights without a
+# manifest are an unfinished conversion. Concurrent writers into one directory commit in turn.
+
+FAULT_ENV = "ZOOPORT_FAULT"  # "<point>=kill" or "<point>=sleep:<seconds>" (fault-injection tests)
+
+
+def fault(point: str) -> None:
+    """The fault-injection hook of the tests: SIGKILL this process, or sleep, at a named point."""
+    spec = os.environ.get(FAULT_ENV, "")
+    for item in filter(None, spec.split(",")):
+        name, _, action = item.partition("=")
+        if name != point:
+            continue
+        if action == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif action.startswith("sleep:"):
+            time.sleep(float(action[len("sleep:"):]))
+
+
+def write_outputs(weights: Path, state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, str],
+                  fmt: str, manifest: Path, describe: Callable[[str], Any]) -> str:
+    """Write ``weights`` and its JSON ``manifest`` (``describe(sha256 of the weights)``) as one
+    unit (see above); return the weights' sha256."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown output format {fmt!r}; expected one of {FORMATS}")
+    weights, manifest = Path(weights), Path(manifest)
+    tensors, meta = _prepare(state_dict), _check_metadata(metadata)
+    temps: list[Path] = []
+    target = weights
+    try:
+        with _locked(weights.parent, (weights.name, manifest.name)):
+            w_tmp, digest = _stage(weights, lambda fh: _serialize(fh, tensors, meta, fmt),
+                                   lambda tmp: _verify(weights, tmp, tensors, meta), temps)
+            fault("weights-staged")
+            target = manifest
+            data = _json_bytes(describe(digest))
+            m_tmp, _ = _stage(manifest, lambda fh: fh.write(data), _same_bytes(manifest, data), temps)
+            fault("manifest-staged")
+            manifest.unlink(missing_ok=True)  # never a manifest describing weights it did not see
+            fault("manifest-removed")
+            target = weights
+            os.replace(w_tmp, weights)
+            fault("weights-renamed")
+            target = manifest
+            os.replace(m_tmp, manifest)
+            temps.clear()
+            _fsync_dir(weights.parent)
+            fault("committed")
+        return digest
+    except OutputError:
+        raise
+    except _IO_ERRORS as exc:
+        raise OutputError(f"{target}: cannot write ({_describe(exc)})") from exc
+    finally:
+        for tmp in temps:  # also on KeyboardInterrupt
+            _unlink_quietly(tmp)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    # Strict JSON: NaN/Infinity would make files other tools cannot parse.
+    return (json.dumps(obj, sort_keys=True, indent=2, allow_nan=False) + "\n").encode("utf-8")
+
+
+def _same_bytes(path: Path, data: bytes) -> Callable[[Path], None]:
+    def verify(tmp: Path) -> None:
+        if tmp.read_bytes() != data:
+            raise OutputError(f"{path}: reloaded JSON differs from what was written")
+    return verify
+
 
 def _atomic_write(path: Path, produce: Callable[[IO[bytes]], object], verify: Callable[[Path], None]) -> str:
-    tmp: Path | None = None
+    temps: list[Path] = []
     try:
-        if path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, "is a directory")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-                                         delete=False) as fh:
-            tmp = Path(fh.name)
-            produce(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _file_mode())
-        verify(tmp)
-        digest = _sha256(tmp)
-        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new, never a mix
-        tmp = None
-        _fsync_dir(path.parent)
+        with _locked(path.parent, (path.name,)):
+            tmp, digest = _stage(path, produce, verify, temps)
+            os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new, never a mix
+            temps.clear()
+            _fsync_dir(path.parent)
         return digest
     except OutputError:
         raise
     except _IO_ERRORS as exc:
         raise OutputError(f"{path}: cannot write ({_describe(exc)})") from exc
     finally:
-        if tmp is not None:  # also on KeyboardInterrupt
+        for tmp in temps:  # also on KeyboardInterrupt
             _unlink_quietly(tmp)
+
+
+def _stage(path: Path, produce: Callable[[IO[bytes]], object], verify: Callable[[Path], None],
+           temps: list[Path]) -> tuple[Path, str]:
+    """Write a verified, fsynced hidden temp beside ``path``; (its path, its sha256)."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory")
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
+                                     delete=False) as fh:
+        tmp = Path(fh.name)
+        temps.append(tmp)
+        produce(fh)
+        fault("written")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, _file_mode())
+    verify(tmp)
+    return tmp, _sha256(tmp)
+
+
+@contextlib.contextmanager
+def _locked(directory: Path, names: tuple[str, ...]):
+    """Exclusive lock on ``directory`` (created if missing), with stale temps of ``names``
+    removed once it is held."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes, also if the process dies
+        for name in names:
+            for stale in directory.glob(f".{glob.escape(name)}.*.tmp"):
+                _unlink_quietly(stale)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _file_mode() -> int:
