@@ -316,11 +316,11 @@ def _same(got: dict, want: dict) -> None:
         assert got[k].dtype == v.dtype and got[k].shape == v.shape and got[k].tobytes() == v.tobytes(), k
 
 
-def test_structured_params(tmp_path):
-    target = TARGETS["params"]
-
+def _reads_back(target: Target, files, tmp_path: Path) -> None:
+    """Generated (bytes, the tensors when every field is consistent, else None): a consistent
+    file reads back exactly, any other gives a typed error or a value."""
     @SETTINGS
-    @given(mx_records())
+    @given(files)
     def check(case) -> None:
         data, want = case
         got = run_one(target, data, tmp_path)
@@ -331,11 +331,15 @@ def test_structured_params(tmp_path):
     check()
 
 
+def test_structured_params(tmp_path):
+    _reads_back(TARGETS["params"], mx_records(), tmp_path)
+
+
 # --- structured generation: Paddle tensor records -----------------------------------------------
 
 @st.composite
 def pd_record(draw):
-    """(record bytes, the array when consistent, else None)."""
+    """(a fluid variable file, {its name: the array} when consistent, else None)."""
     dtype = draw(st.sampled_from(sorted(fs.PD_CODES, key=str)))
     shape = draw(st.lists(st.integers(0, 5), max_size=4))
     code = fs.PD_CODES[dtype]
@@ -358,23 +362,11 @@ def pd_record(draw):
     out = struct.pack("<IQ", versions[0], len(lod))
     out += b"".join(struct.pack("<Q", 8 * len(lv)) + struct.pack(f"<{len(lv)}Q", *lv) for lv in lod)
     out += struct.pack("<Ii", versions[1], len(desc)) + desc + raw
-    arr = np.frombuffer(raw, dtype).reshape(shape) if valid else None
-    return out, arr
+    return out, ({"conv2d_0.w_0": np.frombuffer(raw, dtype).reshape(shape)} if valid else None)
 
 
 def test_structured_fluid_records(tmp_path):
-    target = TARGETS["fluid"]
-
-    @SETTINGS
-    @given(pd_record())
-    def check(case) -> None:
-        data, want = case
-        got = run_one(target, data, tmp_path)
-        if want is not None:
-            assert got is not None, "a consistent record was refused"
-            _same(got, {"conv2d_0.w_0": want})
-
-    check()
+    _reads_back(TARGETS["fluid"], pd_record(), tmp_path)
 
 
 # --- structured generation: programs ------------------------------------------------------------

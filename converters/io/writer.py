@@ -291,34 +291,41 @@ def write_outputs(weights: Path, state_dict: Mapping[str, torch.Tensor], metadat
         raise ValueError(f"unknown output format {fmt!r}; expected one of {FORMATS}")
     weights, manifest = Path(weights), Path(manifest)
     tensors, meta = _prepare(state_dict), _check_metadata(metadata)
+    where = [weights]  # the file being written, for the error message
+    with _committing(where) as temps, _locked(weights.parent, (weights.name, manifest.name)):
+        w_tmp, digest = _stage(weights, lambda fh: _serialize(fh, tensors, meta, fmt),
+                               lambda tmp: _verify(weights, tmp, tensors, meta), temps)
+        fault("weights-staged")
+        where[0] = manifest
+        data = _json_bytes(describe(digest))
+        m_tmp, _ = _stage(manifest, lambda fh: fh.write(data), _same_bytes(manifest, data), temps)
+        fault("manifest-staged")
+        manifest.unlink(missing_ok=True)  # never a manifest describing weights it did not see
+        fault("manifest-removed")
+        where[0] = weights
+        os.replace(w_tmp, weights)
+        fault("weights-renamed")
+        where[0] = manifest
+        os.replace(m_tmp, manifest)
+        temps.clear()
+        _fsync_dir(weights.parent)
+        fault("committed")
+    return digest
+
+
+@contextlib.contextmanager
+def _committing(where: list[Path]):
+    """Disk and serializer failures as one-line OutputErrors naming ``where[0]``; the temps the
+    body lists are removed whatever happens (KeyboardInterrupt too)."""
     temps: list[Path] = []
-    target = weights
     try:
-        with _locked(weights.parent, (weights.name, manifest.name)):
-            w_tmp, digest = _stage(weights, lambda fh: _serialize(fh, tensors, meta, fmt),
-                                   lambda tmp: _verify(weights, tmp, tensors, meta), temps)
-            fault("weights-staged")
-            target = manifest
-            data = _json_bytes(describe(digest))
-            m_tmp, _ = _stage(manifest, lambda fh: fh.write(data), _same_bytes(manifest, data), temps)
-            fault("manifest-staged")
-            manifest.unlink(missing_ok=True)  # never a manifest describing weights it did not see
-            fault("manifest-removed")
-            target = weights
-            os.replace(w_tmp, weights)
-            fault("weights-renamed")
-            target = manifest
-            os.replace(m_tmp, manifest)
-            temps.clear()
-            _fsync_dir(weights.parent)
-            fault("committed")
-        return digest
+        yield temps
     except OutputError:
         raise
     except _IO_ERRORS as exc:
-        raise OutputError(f"{target}: cannot write ({_describe(exc)})") from exc
+        raise OutputError(f"{where[0]}: cannot write ({_describe(exc)})") from exc
     finally:
-        for tmp in temps:  # also on KeyboardInterrupt
+        for tmp in temps:
             _unlink_quietly(tmp)
 
 
@@ -335,21 +342,12 @@ def _same_bytes(path: Path, data: bytes) -> Callable[[Path], None]:
 
 
 def _atomic_write(path: Path, produce: Callable[[IO[bytes]], object], verify: Callable[[Path], None]) -> str:
-    temps: list[Path] = []
-    try:
-        with _locked(path.parent, (path.name,)):
-            tmp, digest = _stage(path, produce, verify, temps)
-            os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new, never a mix
-            temps.clear()
-            _fsync_dir(path.parent)
-        return digest
-    except OutputError:
-        raise
-    except _IO_ERRORS as exc:
-        raise OutputError(f"{path}: cannot write ({_describe(exc)})") from exc
-    finally:
-        for tmp in temps:  # also on KeyboardInterrupt
-            _unlink_quietly(tmp)
+    with _committing([path]) as temps, _locked(path.parent, (path.name,)):
+        tmp, digest = _stage(path, produce, verify, temps)
+        os.replace(tmp, path)  # atomic on POSIX: readers see the old file or the new, never a mix
+        temps.clear()
+        _fsync_dir(path.parent)
+    return digest
 
 
 def _stage(path: Path, produce: Callable[[IO[bytes]], object], verify: Callable[[Path], None],
