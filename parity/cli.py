@@ -14,7 +14,9 @@ from converters.errors import ZooportError
 
 @app.command()
 def verify(models: list[str] = typer.Argument(..., help="model name(s) (see `zooport list`)"),
-           weights: Optional[Path] = typer.Option(None, "--weights", help="source checkpoint file"),
+           weights: Optional[Path] = typer.Option(None, "--weights", help="source checkpoint, or a converted "
+                                                  "MODEL.safetensors/.pth beside its MODEL.json (sha256 checked, "
+                                                  "conversion redone from its source and compared)"),
            init: Optional[Init] = typer.Option(None, "--init", help="'random': seeded source weights"),
            seed: int = typer.Option(0, "--seed"),
            images: int = typer.Option(0, "--images", help="use only the first N sample photographs"),

@@ -375,9 +375,15 @@ def _locked(directory: Path, names: tuple[str, ...]):
     directory.mkdir(parents=True, exist_ok=True)
     fd = os.open(directory, os.O_RDONLY)
     try:
+        locked = False
         if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes, also if the process dies
-        for name in names:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes, also if the process dies
+                locked = True
+            except OSError as exc:  # NFS emulates flock with POSIX locks, which a read-only fd cannot take
+                if exc.errno not in (errno.ENOLCK, errno.EBADF, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+        for name in names if locked else ():  # unlocked, a temp may be a live writer's
             for stale in directory.glob(f".{glob.escape(name)}.*.tmp"):
                 _unlink_quietly(stale)
         yield
