@@ -280,8 +280,8 @@ class _Restricted(pickle._Unpickler):  # noqa: SLF001 - the pure-Python one (mod
             if not args:
                 return kind()
             items = list(args[0].items()) if isinstance(args[0], dict) else list(args[0])
-            if kind is collections.OrderedDict:
-                self._count([p[0] for p in items if isinstance(p, (tuple, list)) and p])
+            if kind is collections.OrderedDict:  # pairs; any other 2-item iterable counts as one key
+                self._count([p[0] if isinstance(p, (tuple, list)) and p else p for p in items])
             else:
                 self._count(items)
             return kind(items)
