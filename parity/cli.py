@@ -14,7 +14,9 @@ from converters.errors import ZooportError
 
 @app.command()
 def verify(models: list[str] = typer.Argument(..., help="model name(s) (see `zooport list`)"),
-           weights: Optional[Path] = typer.Option(None, "--weights", help="source checkpoint file"),
+           weights: Optional[Path] = typer.Option(None, "--weights", help="source checkpoint, or a converted "
+                                                  "MODEL.safetensors/.pth beside its MODEL.json (sha256 checked, "
+                                                  "conversion redone from its source and compared)"),
            init: Optional[Init] = typer.Option(None, "--init", help="'random': seeded source weights"),
            seed: int = typer.Option(0, "--seed"),
            images: int = typer.Option(0, "--images", help="use only the first N sample photographs"),
@@ -33,9 +35,11 @@ def verify(models: list[str] = typer.Argument(..., help="model name(s) (see `zoo
         try:
             with console.status(f"verifying {model} against its source framework"):
                 spec = registry.get(model)
+                result = _converted(model, weights, init)  # --weights naming a zooport output
                 pool = spec.samples() if spec.samples else sample_photos()  # the model's own inputs
-                report = run(model, weights=weights, init=init.value if init else None, seed=seed,
-                             images=pool[: images or None], save_runs=save_runs, size=_size(size))
+                report = run(model, weights=None if result else weights, init=init.value if init else None,
+                             seed=seed, images=pool[: images or None], save_runs=save_runs, size=_size(size),
+                             result=result)
         except ZooportError as exc:
             fail(exc)
         if as_json:
@@ -47,6 +51,18 @@ def verify(models: list[str] = typer.Argument(..., help="model name(s) (see `zoo
         _summary(reports)
     if not all(r.passed for r in reports):
         raise typer.Exit(1)
+
+
+def _converted(model: str, weights: Optional[Path], init):
+    """For --weights naming a converted file: its manifest's sha256 checked, then the conversion
+    redone from its source and proven equal to the file (that conversion is what parity runs).
+    None for a source checkpoint (convert checks a published one's hash)."""
+    from converters.integrity import is_converted, reconvert
+    if weights is None or not is_converted(Path(weights)):
+        return None
+    if init is not None:
+        raise ZooportError("give either --weights or --init random, not both")
+    return reconvert(model, Path(weights))
 
 
 def _summary(reports) -> None:

@@ -1,4 +1,4 @@
-"""`python -m parity.bench --quick` end to end (fresh child processes, real MXNet): `make parity-full`."""
+"""`python -m parity.bench --quick` end to end (fresh child processes, real MXNet and Paddle): `make parity-full`."""
 from __future__ import annotations
 
 import json
@@ -36,22 +36,35 @@ def test_top_level_keys(report) -> None:
 
 def test_conversion_numbers(report) -> None:
     conv = report[0]["models"][MODEL]["conversion"]
-    for route in ("zooport", "framework"):
+    for route in ("zooport", "raw_io", "framework"):
         assert _positive(conv[route]["wall_s"]) and _positive(conv[route]["peak_rss_mib"])
         assert all(v >= 0 for v in conv[route]["phases_s"].values())
-    assert conv["zooport"]["mxnet_imported"] is False
+    assert conv["zooport"]["source_framework_imported"] is False
+    assert conv["raw_io"]["bytes"] > 100 << 20  # resnet50_v1's 25.6M float32 parameters, read whole
     assert conv["same_output_bytes"] is True  # both routes wrote the same file
-    assert _positive(conv["framework_over_zooport"]["wall"]) and _positive(conv["framework_over_zooport"]["peak_rss"])
+    for key in ("framework_over_zooport", "zooport_over_raw_io"):
+        assert _positive(conv[key]["wall"]) and _positive(conv[key]["peak_rss"])
 
 
 def test_inference_numbers(report) -> None:
-    batches = report[0]["models"][MODEL]["inference"]["batches"]
-    assert list(batches) == ["batch_1"]  # --quick: batch 1 only
-    entry = batches["batch_1"]
-    for side in ("torch", "mxnet"):
+    inference = report[0]["models"][MODEL]["inference"]
+    assert inference["source_framework"] == "mxnet" and list(inference["batches"]) == ["batch_1"]  # --quick
+    entry = inference["batches"]["batch_1"]
+    for side in ("torch", "source"):
         assert entry[side]["runs"] == 3 and len(entry[side]["times_ms"]) == 3
         assert _positive(entry[side]["median_ms"])
-    assert _positive(entry["mxnet_over_torch"])
+    assert _positive(entry["source_over_torch"])
+
+
+def test_harness_preprocessing_and_metrics(report) -> None:
+    data = report[0]
+    h = data["harness"]
+    assert h["passed"] and h["layer_pairs"] == 107 and h["verify_over_plain_forwards"] > 1
+    assert set(data["preprocessing"]["variants"]) == {"mxnet", "cv2-exact", "pil", "torchvision"}
+    assert all(_positive(v["images_per_s"]) and v["images"] == 26 for v in data["preprocessing"]["variants"].values())
+    for key in ("voc07", "coco_box"):
+        m = data["metrics"][key]
+        assert m["same_value"] is True and _positive(m["zooport"]["seconds"]) and _positive(m["gluoncv"]["seconds"])
 
 
 def test_markdown_table(report) -> None:

@@ -2,7 +2,6 @@
 ReaderError (never anything else) on every malformed file, built with a tiny writer below."""
 from __future__ import annotations
 
-import random
 import struct
 import time
 import tracemalloc
@@ -291,23 +290,6 @@ def test_truncation_at_every_offset(write, tmp_path):
             read_ndarray_file(path)
         assert str(path) in str(info.value) and "offset" in str(info.value), cut
     assert list(read_ndarray_file(write(data))) == ["w", "b"]
-
-
-def test_random_corruption_only_raises_reader_error(tmp_path):
-    """Flipped bytes must either still parse or raise ReaderError; never IndexError, MemoryError..."""
-    data, rng = small_file(), random.Random(1234)
-    path = tmp_path / "fuzz.params"
-    for _ in range(3000):
-        mutated = bytearray(data)
-        for _ in range(rng.randint(1, 4)):
-            pos = rng.randrange(len(mutated))
-            mutated[pos] = rng.choice([0, 0xFF, 0x7F, 0x80, rng.randrange(256)])
-        path.write_bytes(bytes(mutated))
-        try:
-            out = read_ndarray_file(path)
-        except ReaderError:
-            continue
-        assert all(isinstance(v, np.ndarray) for v in out.values())
 
 
 @pytest.mark.parametrize("stype, fragment", [(1, "sparse arrays are not supported"),

@@ -396,3 +396,40 @@ def test_fluid_dir_variables_named_with_slashes_are_nested_files(written, tmp_pa
     got = pr.read_fluid_dir(root)
     assert sorted(got) == sorted([f"net/block/{names[0]}", names[1]])
     assert np.array_equal(got[f"net/block/{names[0]}"], pr.read_fluid_dir(src)[names[0]])
+
+
+def test_pdparams_values_and_tables_are_checked(tmp_path):
+    """What a pickle may hold beyond arrays is refused with the tensor named; big-endian arrays
+    come back in native order; a split parameter's table is checked before anything is joined."""
+    import pickle
+    path = tmp_path / "odd.pdparams"
+    cases = [({"w": np.array(["a", "b"])}, "not numeric.*'w'"),
+             ({"w": np.zeros(2, "V4")}, "not numeric.*'w'"),
+             ({"w": np.zeros(2), "StructuredToParameterName@@": {"w": 3}}, "table of names"),
+             ({"w": np.zeros(2), "UnpackBigParamInfor@@": [1]}, "not a dict"),
+             ({"w@@.0": np.zeros(2), "UnpackBigParamInfor@@": {"w": {"OriginShape": (2.0,), "slices": ["w@@.0"]}}},
+              "shape"),
+             ({"w@@.0": np.zeros(2), "UnpackBigParamInfor@@": {"w": {"OriginShape": (4,), "slices": ["w@@.0"] * 2}}},
+              "distinct"),
+             ({"a": np.zeros(2, np.float32), "b": np.zeros(2, np.float16),
+               "UnpackBigParamInfor@@": {"w": {"OriginShape": (4,), "slices": ["a", "b"]}}}, "different dtypes")]
+    for obj, fragment in cases:
+        path.write_bytes(pickle.dumps(obj, protocol=2))
+        with pytest.raises(ReaderError, match=fragment) as info:
+            pr.read_pdparams(path)
+        _one_line(info, path)
+    path.write_bytes(pickle.dumps({"w": np.arange(3, dtype=">f4")}, protocol=4))
+    got = pr.read_pdparams(path)["w"]
+    assert got.dtype == np.float32 and got.dtype.isnative and got.tolist() == [0.0, 1.0, 2.0]
+
+
+def test_params_info_must_be_a_name_table(tmp_path):
+    import pickle
+    path = tmp_path / "inference.pdiparams.info"
+    path.write_bytes(pickle.dumps({"conv2d_0.w_0": {"structured_name": "conv.weight"}}, protocol=2))
+    assert pr.read_params_info(path) == {"conv2d_0.w_0": "conv.weight"}
+    for obj in ([1], {"conv2d_0.w_0": 3}, {"conv2d_0.w_0": {"name": "x"}}):
+        path.write_bytes(pickle.dumps(obj, protocol=2))
+        with pytest.raises(ReaderError, match="parameter info table") as info:
+            pr.read_params_info(path)
+        _one_line(info, path)

@@ -201,3 +201,23 @@ def test_shared_arrays_stay_shared():
 def test_missing_file(tmp_path):
     with pytest.raises(ReaderError, match="cannot open"):
         safe_pickle.load(tmp_path / "absent.pkl")
+
+
+def test_hashed_keys_are_counted_whatever_builds_the_container():
+    """OrderedDict(iterable) takes any 2-item iterable as a pair: 2-element arrays give numpy-scalar
+    keys, whose hashes an attacker chooses like ints'; they count against MAX_HASHED too."""
+    def ordered_dict_of(pairs: list) -> bytes:  # OrderedDict(pairs) by REDUCE; protocol 5 arrays
+        import pickletools                      # are real ndarrays while loading (_frombuffer)
+        data = pickle.dumps(pairs, protocol=5)
+        ops = list(pickletools.genops(data))
+        ends = [pos for _, _, pos in ops[1:]] + [len(data)]
+        body = b"".join(data[pos:end] for (op, _, pos), end in zip(ops, ends)
+                        if op.name not in ("PROTO", "FRAME", "STOP"))
+        return b"\x80\x05ccollections\nOrderedDict\n(" + body + b"tR."
+
+    pairs = [np.array([float(i), 0.0]) for i in range(safe_pickle.MAX_HASHED + 1)]
+    assert list(safe_pickle.loads(ordered_dict_of(pairs[:10])).values()) == [0.0] * 10
+    with pytest.raises(ReaderError, match="more than 4096 dict keys"):
+        safe_pickle.loads(ordered_dict_of(pairs), "pairs.pkl")
+    ok = {f"k{i}": i for i in range(3 * safe_pickle.MAX_HASHED)}  # string keys: no limit
+    assert safe_pickle.loads(pickle.dumps(ok, protocol=4)) == ok

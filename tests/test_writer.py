@@ -274,3 +274,22 @@ def test_concurrent_writers(tmp_path: Path) -> None:
     assert value in (1.0, 2.0) and len(sd) == 8
     assert all(torch.equal(t, torch.full((256, 256), value)) for t in sd.values())  # never a mix
     assert _leftovers(tmp_path) == []
+
+
+def test_stale_temps_of_the_target_are_removed_once_locked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A temp left by a killed writer is removed by the next write of that name, other files kept;
+    where the directory cannot be locked (NFS refuses flock on a read-only fd) nothing is removed,
+    since a temp could then be a live writer's."""
+    stale, other = tmp_path / ".w.safetensors.k3x9.tmp", tmp_path / ".x.safetensors.k3x9.tmp"
+    for f in (stale, other):
+        f.write_bytes(b"left by a SIGKILL")
+    write_weights(tmp_path / "w.safetensors", _state_dict(), META)
+    assert not stale.exists() and other.exists()
+    stale.write_bytes(b"again")
+
+    def no_lock(fd, op) -> None:
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(writer.fcntl, "flock", no_lock)
+    write_weights(tmp_path / "w.safetensors", _state_dict(), META)
+    assert stale.exists() and read_weights(tmp_path / "w.safetensors")[1] == META

@@ -81,6 +81,12 @@ class Stream:
         self.pos += n
         return data
 
+    def skip(self, n: int, what: str) -> None:
+        """Move past ``n`` bytes without reading them into memory."""
+        self._need(n, what)
+        self.f.seek(n, os.SEEK_CUR)
+        self.pos += n
+
     def unpack(self, fmt: str, what: str) -> tuple[int, ...]:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
 
@@ -93,6 +99,19 @@ class Stream:
         if buf.nbytes and self.f.readinto(memoryview(buf)) != buf.nbytes:
             raise self.fail(f"short read of {what}")
         self.pos += buf.nbytes
+
+    def array(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """The C-order data of ``shape``, allocated only once the bytes are known to be there."""
+        # Python ints: the products cannot overflow, so a forged shape cannot wrap to a small size.
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > self.remaining:
+            raise self.fail(f"shape {shape} of {_dtype_name(dtype)} needs {nbytes} data bytes, "
+                            f"only {self.remaining} left")
+        if math.prod(d for d in shape if d) * dtype.itemsize > _MAX_BYTES:  # zero-size, yet
+            raise self.fail(f"shape {shape} is too large to represent")  # numpy refuses it
+        arr = np.empty(shape, dtype)
+        self.fill(arr.reshape(-1).view(np.uint8), "data")
+        return arr
 
 
 def _read_ndim(s: Stream) -> tuple[int, str, bool]:
@@ -136,16 +155,7 @@ def _read_array(s: Stream) -> np.ndarray:
     dtype = _DTYPES.get(flag)
     if dtype is None:
         raise s.fail(f"unknown type flag {flag}", flag_at)
-    # Python ints: the products cannot overflow, so a forged shape cannot wrap to a small size.
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > s.remaining:
-        raise s.fail(f"shape {shape} of {_dtype_name(dtype)} needs {nbytes} data bytes, "
-                     f"only {s.remaining} left")
-    if math.prod(d for d in shape if d) * dtype.itemsize > _MAX_BYTES:
-        raise s.fail(f"shape {shape} is too large to represent")
-    arr = np.empty(shape, dtype)
-    s.fill(arr.reshape(-1).view(np.uint8), "data")
-    return arr
+    return s.array(shape, dtype)
 
 
 def _dtype_name(dtype: np.dtype) -> str:

@@ -17,6 +17,21 @@ few plain containers. Several entries come back as small checked stand-ins, not 
 * ``numpy.core.numeric._frombuffer`` (protocol 5) checks the buffer size against the shape.
 
 Pickles written under numpy 2 name ``numpy._core``; those names map onto numpy 1's ``numpy.core``.
+
+The opcodes run on Python's pure-Python unpickler (same speed on checkpoints: their time goes into
+a few large byte strings), because its steps can be checked one by one where the C one cannot:
+
+* EXT1/2/4 (a global named by a number from ``copyreg``'s registry) are refused: CPython resolves a
+  code it has seen before from a process-wide cache without calling ``find_class``;
+* NEWOBJ/NEWOBJ_EX are refused (nothing admitted is built that way), BUILD applies only to the
+  array placeholder and to dtypes, SETITEM(S)/ADDITEMS/APPEND(S) only to dicts, sets and lists;
+* every declared length is bounded by the file: the C unpickler allocates a BINBYTES/BYTEARRAY8
+  of the size the file declares before reading it (13 bytes asked for 16 GiB), and sizes its memo
+  table by the largest index a PUT names (9 bytes cost 256 MiB); here the memo is a dict and the
+  one preallocating opcode (BYTEARRAY8) is checked;
+* at most :data:`MAX_HASHED` dict keys and set members that are not str/bytes per file: int, float
+  and tuple hashes are not randomised, so a file can make every key collide and turn a 1 MB dict
+  into minutes of CPU (20,000 colliding ints took 3 s, 100,000 take minutes).
 """
 from __future__ import annotations
 
@@ -27,15 +42,19 @@ import io
 import math
 import os
 import pickle
+import reprlib
+import struct
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.core import multiarray as _multiarray
-
 from ..errors import ReaderError
 
 MAX_BYTES = 8 << 30  # refuse larger pickle files outright: no checkpoint we read comes close
+MAX_HASHED = 4096  # non-str/bytes dict keys and set members per file (4096 colliding ints: 0.15 s)
+_SHORT = reprlib.Repr()  # error messages show a bounded repr of what the file held
+_SHORT.maxstring = _SHORT.maxother = 60
 
 
 class _NDArrayToken:
@@ -48,8 +67,12 @@ class _NDArrayToken:
 _NDARRAY = _NDArrayToken()
 
 
-class _Refused(Exception):
-    """Raised by a stand-in while loading; :func:`loads` turns it into a ReaderError."""
+class Refused(Exception):
+    """Raised by a stand-in while loading (also by the ``admit``/``persistent`` callables a
+    caller passes to :func:`loads`); :func:`loads` turns it into a ReaderError."""
+
+
+_Refused = Refused
 
 
 def _clean(dtype: Any) -> np.dtype:
@@ -59,16 +82,16 @@ def _clean(dtype: Any) -> np.dtype:
     plain = dtype.fields is None and dtype.subdtype is None
     fresh = np.dtype(dtype.str) if plain else np.dtype(dtype.descr)
     if dtype.hasobject or fresh.hasobject:
-        raise _Refused(f"object dtype {dtype!r} (an object array is not a tensor)")
+        raise _Refused(f"object dtype {_SHORT.repr(dtype)} (an object array is not a tensor)")
     if fresh != dtype or fresh.flags != dtype.flags or fresh.itemsize != dtype.itemsize:
-        raise _Refused(f"dtype {dtype!r} with forged state (flags {dtype.flags})")
+        raise _Refused(f"dtype {_SHORT.repr(dtype)} with forged state (flags {dtype.flags})")
     return fresh
 
 
 def _dtype(obj: Any, align: bool = False, copy: bool = False) -> np.dtype:
     dt = np.dtype(obj, align, copy)
     if dt.hasobject:
-        raise _Refused(f"object dtype {dt!r} (an object array is not a tensor)")
+        raise _Refused(f"object dtype {_SHORT.repr(dt)} (an object array is not a tensor)")
     return dt
 
 
@@ -86,7 +109,7 @@ class _ArrayProxy:
         shape, dtype, fortran, raw = state[-4:]  # 5-tuples lead with a version number
         dtype = _clean(dtype)
         if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise _Refused(f"ndarray shape {shape!r}")
+            raise _Refused(f"ndarray shape {_SHORT.repr(shape)}")
         if isinstance(raw, str):  # a Python-2 str, decoded with encoding="latin1"
             raw = raw.encode("latin1")
         if not isinstance(raw, (bytes, bytearray)):
@@ -100,7 +123,7 @@ class _ArrayProxy:
 
 def _reconstruct(cls: Any, shape: Any, dtype_code: Any) -> _ArrayProxy:
     if cls is not _NDARRAY:
-        raise _Refused(f"numpy _reconstruct of {cls!r} (only numpy.ndarray is admitted)")
+        raise _Refused(f"numpy _reconstruct of {_SHORT.repr(cls)} (only numpy.ndarray is admitted)")
     return _ArrayProxy()
 
 
@@ -116,7 +139,7 @@ def _scalar(dtype: Any, data: Any = None) -> Any:
 def _frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
     dtype = _clean(dtype)
     if not (isinstance(shape, tuple) and all(isinstance(d, int) and d >= 0 for d in shape)):
-        raise _Refused(f"numpy _frombuffer shape {shape!r}")
+        raise _Refused(f"numpy _frombuffer shape {_SHORT.repr(shape)}")
     data = memoryview(buf).cast("B")
     if math.prod(shape) * dtype.itemsize != data.nbytes:
         raise _Refused(f"numpy _frombuffer: shape {shape} of {dtype} does not match "
@@ -156,7 +179,7 @@ def _resolve(obj: Any, seen: dict[int, Any]) -> Any:
 def _encode(text: Any, encoding: str = "utf-8") -> bytes:
     if not isinstance(text, str) or encoding.replace("-", "").replace("_", "").lower() not in (
             "latin1", "iso88591"):
-        raise _Refused(f"_codecs.encode with encoding {encoding!r} (only latin1 stores bytes)")
+        raise _Refused(f"_codecs.encode with encoding {_SHORT.repr(encoding)} (only latin1 stores bytes)")
     return _codecs.encode(text, encoding)
 
 
@@ -164,7 +187,7 @@ def _no_size(kind: type) -> Any:
     """bytes/bytearray minus the ``bytes(n)`` form."""
     def make(*args: Any) -> Any:
         if args and isinstance(args[0], int):
-            raise _Refused(f"{kind.__name__}({args[0]!r}) (sized allocation)")
+            raise _Refused(f"{kind.__name__}({_SHORT.repr(args[0])}) (sized allocation)")
         return kind(*args)
     return make
 
@@ -177,12 +200,10 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _dtype,
     ("_codecs", "encode"): _encode,
-    ("collections", "OrderedDict"): collections.OrderedDict,
     # Plain data; ``tuple`` is how paddle.save stores a Tensor outside a state dict: (name, array).
+    # set, frozenset and OrderedDict are admitted through _HASHING (their keys are counted).
     ("builtins", "tuple"): tuple,
     ("builtins", "list"): list,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
     ("builtins", "bytes"): _no_size(bytes),  # protocols 0-2 write b"" as bytes()
     ("builtins", "bytearray"): _no_size(bytearray),
     ("builtins", "complex"): complex,
@@ -192,33 +213,161 @@ _ALIASES = {"numpy._core.multiarray": "numpy.core.multiarray",
             "numpy._core.numeric": "numpy.core.numeric"}
 
 
-class _Restricted(pickle.Unpickler):
-    def __init__(self, file: io.BufferedIOBase, path: str, encoding: str):
-        super().__init__(file, encoding=encoding, fix_imports=True)
-        self.path = path
+class _Exact(io.BytesIO):
+    """The pickle's bytes; a read the data cannot satisfy is a truncated (or lying) file, where
+    Python's unpickler would carry on with the short result."""
+
+    def read(self, n: int | None = -1) -> bytes:
+        at = self.tell()
+        data = super().read(n)
+        if n is not None and 0 <= n != len(data):
+            raise pickle.UnpicklingError(f"truncated: {n} byte(s) needed at offset {at}, "
+                                         f"{len(data)} left")
+        return data
+
+
+class _Restricted(pickle._Unpickler):  # noqa: SLF001 - the pure-Python one (module docstring)
+    dispatch = dict(pickle._Unpickler.dispatch)  # noqa: SLF001
+
+    def __init__(self, data: bytes, path: str, encoding: str, admit: Mapping[tuple[str, str], Any],
+                 persistent: Callable[[Any], Any] | None):
+        super().__init__(_Exact(data), encoding=encoding, fix_imports=True)
+        self.path, self.size, self.hashed = path, len(data), 0
+        self.admit, self.persistent = admit, persistent
 
     def find_class(self, module: str, name: str) -> Any:
         # Python-2 names (__builtin__.set, copy_reg...) -> Python 3, as pickle's fix_imports does.
         module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         key = (_ALIASES.get(module, module), name)
+        if key in _HASHING:  # builds a hashed container: its keys count against MAX_HASHED
+            return self._hashing(_HASHING[key])
         if key in _ALLOWED:
             return _ALLOWED[key]
-        raise ReaderError(self.path, f"pickle refers to the global {module}.{name}, which is not "
-                          "plain data (numpy arrays and containers only); refusing to load it")
+        if key in self.admit:
+            return self.admit[key]
+        raise ReaderError(self.path, f"pickle refers to the global {_SHORT.repr(module)[1:-1]}."
+                          f"{_SHORT.repr(name)[1:-1]}, which is not plain data (numpy arrays and "
+                          "containers only); refusing to load it")
 
     def persistent_load(self, pid: Any) -> Any:
-        raise ReaderError(self.path, f"pickle uses a persistent id {str(pid)[:60]!r}; "
+        if self.persistent is not None:
+            return self.persistent(pid)
+        raise ReaderError(self.path, f"pickle uses a persistent id {_SHORT.repr(pid)}; "
                           "refusing to load it")
 
+    def get_extension(self, code: int) -> Any:  # EXT1/EXT2/EXT4
+        import copyreg
+        key = copyreg._inverted_registry.get(code)  # noqa: SLF001 - only to name it
+        named = f" ({key[0]}.{key[1]})" if key else ""
+        raise ReaderError(self.path, f"pickle names a global by extension code {code}{named}; "
+                          "refusing to load it")
 
-def loads(data: bytes, path: str | os.PathLike[str] = "<bytes>", *,
-          encoding: str = "ASCII") -> Any:
+    # -- opcodes checked before they run -----------------------------------------------------
+
+    def _count(self, keys: list) -> None:
+        """Count the non-str/bytes keys about to be hashed; refuse past MAX_HASHED."""
+        self.hashed += sum(not isinstance(k, (str, bytes)) for k in keys)
+        if self.hashed > MAX_HASHED:
+            raise _Refused(f"more than {MAX_HASHED} dict keys or set members that are not "
+                           "strings (their hashes are predictable: a collision flood?)")
+
+    def _hashing(self, kind: type) -> Any:
+        """set/frozenset/OrderedDict called by REDUCE: one iterable argument, keys counted."""
+        def make(*args: Any) -> Any:
+            if len(args) > 1:
+                raise _Refused(f"{kind.__name__} called with {len(args)} arguments")
+            if not args:
+                return kind()
+            items = list(args[0].items()) if isinstance(args[0], dict) else list(args[0])
+            if kind is collections.OrderedDict:  # pairs; any other 2-item iterable counts as one key
+                self._count([p[0] if isinstance(p, (tuple, list)) and p else p for p in items])
+            else:
+                self._count(items)
+            return kind(items)
+        return make
+
+    def _target(self, kinds: tuple[type, ...], opcode: str) -> Any:
+        obj = self.stack[-1] if self.stack else None
+        if not isinstance(obj, kinds):
+            raise _Refused(f"{opcode} on a {type(obj).__name__}")
+        return obj
+
+    def load_setitem(self) -> None:
+        value, key = self.stack.pop(), self.stack.pop()
+        self._count([key])
+        self._target((dict,), "SETITEM")[key] = value
+
+    def load_setitems(self) -> None:
+        items = self.pop_mark()
+        self._count(items[0::2])
+        self._target((dict,), "SETITEMS").update(zip(items[0::2], items[1::2]))
+
+    def load_dict(self) -> None:
+        items = self.pop_mark()
+        self._count(items[0::2])
+        self.append(dict(zip(items[0::2], items[1::2])))
+
+    def load_additems(self) -> None:
+        items = self.pop_mark()
+        self._count(items)
+        self._target((set,), "ADDITEMS").update(items)
+
+    def load_frozenset(self) -> None:
+        items = self.pop_mark()
+        self._count(items)
+        self.append(frozenset(items))
+
+    def load_append(self) -> None:
+        value = self.stack.pop()
+        self._target((list,), "APPEND").append(value)
+
+    def load_appends(self) -> None:
+        items = self.pop_mark()
+        self._target((list,), "APPENDS").extend(items)
+
+    def load_build(self) -> None:
+        state = self.stack.pop()
+        self._target((_ArrayProxy, np.dtype), "BUILD").__setstate__(state)
+
+    def load_newobj(self) -> None:
+        raise _Refused("NEWOBJ (object construction by class): no admitted type is built that way")
+
+    def load_bytearray8(self) -> None:
+        (size,) = struct.unpack("<Q", self.read(8))
+        if size > self.size:  # bytearray(size) below would allocate it before reading
+            raise _Refused(f"BYTEARRAY8 declares {size} bytes in a {self.size}-byte file")
+        self.append(bytearray(self.read(size)))
+
+    for _code, _fn in ((pickle.SETITEM, load_setitem), (pickle.SETITEMS, load_setitems),
+                       (pickle.DICT, load_dict), (pickle.ADDITEMS, load_additems),
+                       (pickle.FROZENSET, load_frozenset), (pickle.APPEND, load_append),
+                       (pickle.APPENDS, load_appends), (pickle.BUILD, load_build),
+                       (pickle.NEWOBJ, load_newobj), (pickle.NEWOBJ_EX, load_newobj),
+                       (pickle.BYTEARRAY8, load_bytearray8)):
+        dispatch[_code[0]] = _fn
+    del _code, _fn
+
+
+# builtins that hash what they are given: (module, name) -> the container type
+_HASHING: dict[tuple[str, str], type] = {
+    ("builtins", "set"): set, ("builtins", "frozenset"): frozenset,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+}
+
+
+def loads(data: bytes, path: str | os.PathLike[str] = "<bytes>", *, encoding: str = "ASCII",
+          admit: Mapping[tuple[str, str], Any] | None = None,
+          persistent: Callable[[Any], Any] | None = None) -> Any:
     """Unpickle ``data`` allowing only numpy arrays and plain containers. ``encoding`` is how
-    Python-2 ``str`` objects decode: ``"latin1"`` for Python-2 pickles holding numpy arrays."""
+    Python-2 ``str`` objects decode: ``"latin1"`` for Python-2 pickles holding numpy arrays.
+    A caller reading a container format may ``admit`` more (module, name) globals, mapped to its
+    own checked stand-ins, and resolve persistent ids with ``persistent``; both raise
+    :class:`Refused` to reject the file."""
     shown = str(path)
     try:
-        return _resolve(_Restricted(io.BytesIO(data), shown, encoding).load(), {})
+        unpickler = _Restricted(bytes(data), shown, encoding, admit or {}, persistent)
+        return _resolve(unpickler.load(), {})
     except ReaderError:
         raise
     except _Refused as exc:
