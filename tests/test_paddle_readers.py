@@ -28,7 +28,9 @@ pytestmark = [pytest.mark.timeout(300),
                                  reason="paddle is not installed")]
 
 _PIR_SCRIPT = """
-import sys, numpy as np, paddle
+import os, sys
+os.environ["FLAGS_enable_pir_api"] = "1"  # not inherited: a parity module in the same run sets it to 0
+import numpy as np, paddle
 out = sys.argv[1]
 paddle.seed(0)
 model = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.BatchNorm2D(4), paddle.nn.ReLU(),
