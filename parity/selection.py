@@ -1,7 +1,9 @@
 """Which models the CI parity sweep runs. Policy: a model leaves CI (runs in `make parity-full`)
 when it has more than 40M parameters or more than 125 conv/linear layers, unless it is the CI
-representative of a family with no smaller member (vgg16, alexnet, darknet53). Measured cost is
-~45 s per model on a fresh clone (seeded build + parity + export check) on 2 cores."""
+representative of a family with no smaller member (vgg16, alexnet, darknet53); and a sibling that
+differs from a CI model only in depth, width multiplier or pruned widths (same block kinds, same
+rules) leaves CI too. Measured cost is ~45 s per model on a fresh clone (seeded build + parity +
+export check) on 2 cores."""
 from __future__ import annotations
 
 from converters import registry
@@ -14,6 +16,16 @@ PARITY_FULL_ONLY = frozenset({
     "densenet161", "densenet169", "densenet201",                                       # > 125 layers
     "cifar_resnext29_16x64d",                                                           # 68M
     "yolo3_mobilenet1.0_coco",  # CI time: its VOC twin (the same net, 20 classes) runs in CI
+}) | frozenset({
+    # siblings: (depth) cifar_resnet20_v1/v2, cifar_wideresnet16_10, resnet18_v1/v1b/v2 stay in CI
+    "cifar_resnet56_v1", "cifar_resnet56_v2", "cifar_resnet110_v1", "cifar_resnet110_v2",
+    "cifar_wideresnet28_10", "cifar_wideresnet40_8", "resnet34_v1", "resnet34_v1b", "resnet34_v2",
+    # (width multiplier) mobilenet1.0 and mobilenetv2_1.0 stay in CI
+    "mobilenet0.25", "mobilenet0.5", "mobilenet0.75", "mobilenetv2_0.25", "mobilenetv2_0.5", "mobilenetv2_0.75",
+    # (pruned widths) resnet18_v1b_0.89 and resnet50_v1d_0.11 stay in CI
+    "resnet50_v1d_0.37", "resnet50_v1d_0.48", "resnet50_v1d_0.86",
+    # (backbone variant) simple_pose_resnet50_v1d and resnet50_v1b (classification) stay in CI
+    "simple_pose_resnet50_v1b",
 })
 
 
