@@ -69,19 +69,24 @@ def run_child(kind: str, job: dict) -> dict:
     lines = [ln for ln in stdout.splitlines() if ln.startswith(MARK)]
     result = json.loads(lines[-1][len(MARK):])
     own_cpu = usage.ru_utime + usage.ru_stime
-    result.update(wall_s=round(wall, 3), peak_rss_mib=round(usage.ru_maxrss / 1024, 1),  # KiB on Linux
+    result.update(wall_s=round(wall, 3), peak_rss_mib=result.pop("vm_hwm_mib"),
                   cpu_s=round(own_cpu, 3),
                   other_load_cores=round(max(0.0, busy_cpu_s() - busy0 - own_cpu) / wall, 2))
     return result
 
 
+def vm_hwm_mib() -> float:
+    """This process's peak resident set since exec (the mm's high-water mark, not ru_maxrss)."""
+    line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM:"))
+    return round(int(line.split()[1]) / 1024, 1)  # kB
+
+
 def _spawn(cmd: list[str], what: str, env: dict) -> tuple[str, float, os.struct_rusage]:
     """Run ``cmd``; return its stdout, wall seconds and rusage.
 
-    Peak RSS comes from ``os.wait4`` on the child's pid: the kernel's ru_maxrss for exactly that
-    process. RUSAGE_CHILDREN deltas cannot work for a peak (it is the max over every child reaped
-    so far, so a smaller later child shows no change), and polling /proc/<pid>/status VmHWM would
-    race the child's exit."""
+    CPU time comes from ``os.wait4`` on the child's pid. Peak RSS does not: Linux carries the
+    parent's high-water mark into a child's ru_maxrss across fork/exec (a 13 MiB child of a parent
+    that once held 220 MiB reports 220 MiB), so each child reports its own VmHWM at exit."""
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **CHILD_ENV, **env},
@@ -387,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parse(argv)
     if args.child:
-        print(MARK + json.dumps(CHILDREN[args.child](json.loads(args.job))), flush=True)
+        result = CHILDREN[args.child](json.loads(args.job))
+        result["vm_hwm_mib"] = vm_hwm_mib()
+        print(MARK + json.dumps(result), flush=True)
         return 0
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     parts = tuple(p.strip() for p in args.parts.split(",") if p.strip())
