@@ -55,12 +55,18 @@ def write_summary(report, result, out_dir: Path = SUMMARY_DIR) -> Path:
     return path
 
 
-def table(summary_dir: Path = SUMMARY_DIR) -> str:
+def table(summary_dir: Path = SUMMARY_DIR, earlier: dict[str, str] | None = None) -> str:
+    """``earlier``: model -> its row in the current README, kept for models this checkout has no
+    summary of (a partial parity run must not blank the rows a full run measured)."""
+    earlier = earlier or {}
     rows = ["| model | family | input | parameters | layer pairs | max normalised error | task check | verdict |",
             "|---|---|---|---:|---:|---:|---|---|"]
     for spec in registry.specs():
         path = Path(summary_dir) / f"{spec.name}.json"
         size = "x".join(map(str, spec.preprocess.size))
+        if not path.exists() and spec.name in earlier and not earlier[spec.name].rstrip(" |").endswith(("not run", "(parity-full only)")):
+            rows.append(earlier[spec.name])
+            continue
         if not path.exists():
             rows.append(f"| {spec.name} | {spec.family} | {size} | | | | | not run{' (parity-full only)' if slow(spec.name) else ''} |")
             continue
@@ -74,12 +80,14 @@ def table(summary_dir: Path = SUMMARY_DIR) -> str:
     return "\n".join(rows)
 
 
-def update_readme(readme: Path = ROOT / "README.md") -> None:
+def update_readme(readme: Path = ROOT / "README.md", summary_dir: Path = SUMMARY_DIR) -> None:
     text = readme.read_text()
     pattern = re.compile(re.escape(MARK_START) + r".*?" + re.escape(MARK_END), re.S)
     if not pattern.search(text):
         raise SystemExit(f"{readme}: no {MARK_START} ... {MARK_END} section")
-    readme.write_text(pattern.sub(lambda _: f"{MARK_START}\n{table()}\n{MARK_END}", text))
+    old = pattern.search(text).group(0).splitlines()[3:-1]  # after the marker, header and rule
+    earlier = {row.split("|")[1].strip(): row for row in old if row.startswith("|")}
+    readme.write_text(pattern.sub(lambda _: f"{MARK_START}\n{table(summary_dir, earlier)}\n{MARK_END}", text))
 
 
 if __name__ == "__main__":
