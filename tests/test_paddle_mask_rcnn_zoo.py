@@ -176,3 +176,14 @@ def test_forward_runs_in_both_numerics(name, numerics):
     assert ids.shape == (1, 100, 1) and boxes.shape == (1, 100, 4) and masks.shape == (1, 100, side, side)
     n = int((scores[0, :, 0] >= 0).sum())
     assert n > 0 and masks[0, :n].ge(0).all() and masks[0, :n].le(1).all() and masks[0, n:].eq(-1).all()
+
+
+def test_eval_postprocess_reads_the_box_outputs_of_a_mask_detector():
+    """`zooport eval` scores boxes (COCO bbox): the mask outputs that follow are ignored, not misread."""
+    from parity.predict import detect
+    ids = np.array([[[2.0], [-1.0]]], np.float32)
+    scores = np.array([[[0.9], [-1.0]]], np.float32)
+    boxes = np.array([[[10, 20, 50, 60], [-1, -1, -1, -1]]], np.float32)
+    masks = np.zeros((1, 2, 28, 28), np.float32)
+    pred = detect((ids, scores, boxes, masks), "ppdet", (64, 96), (128, 192), (0.5, 0.5))
+    assert pred["labels"].tolist() == [2] and np.allclose(pred["boxes"], [[20, 40, 100, 120]])
