@@ -6,8 +6,8 @@ final boxes, replayed), max abs error within MASK_TOL or FLOOR_FACTOR x the meas
 our probabilities. Pasted masks: ours (paste_masks of our probabilities on our boxes) against the
 source's, pixel by pixel. A pixel may flip only where our interpolated probability lies within
 ``delta`` of the 0.5 threshold; ``delta`` = the probability error measured on that image + the
-largest step between neighbouring mask cells x the box error in mask cells (a box shifted by e
-pixels moves the sampling point by e * M / side cells, and bilinear interpolation changes by at
+largest step between neighbouring mask cells x the box error in mask cells (corners moved by at
+most e pixels move a pixel's sampling point by at most 2 e M / side cells, and bilinear interpolation changes by at
 most the largest neighbouring step per cell). Flips elsewhere are unexplained and fail."""
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def _image(out: dict, ref: tuple, got: tuple) -> None:
         step = max(float(np.abs(np.diff(gp, axis=1)).max()), float(np.abs(np.diff(gp, axis=2)).max()))
         side = np.minimum(gb[:, 2] - gb[:, 0], gb[:, 3] - gb[:, 1])
         box_err = np.abs(ref[2][b, :k].astype(np.float64) - gb).max(axis=1)
-        cells = np.where(side > 0, box_err * m / np.maximum(side, 1e-12), np.inf)
+        cells = np.where(side > 0, 2 * box_err * m / np.maximum(side, 1e-12), np.inf)  # x1 and x2 both move
         delta = perr + step * cells  # per row
         flip = mine != (rm == 1)
         near = np.abs(soft - 0.5) <= delta[:, None, None]
