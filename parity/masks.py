@@ -5,10 +5,10 @@ Probabilities: compared row by row on the source's detections (the mask branch c
 final boxes, replayed), max abs error within MASK_TOL or FLOOR_FACTOR x the measured fp32 noise of
 our probabilities. Pasted masks: ours (paste_masks of our probabilities on our boxes) against the
 source's, pixel by pixel. A pixel may flip only where our interpolated probability lies within
-``delta`` of the 0.5 threshold; ``delta`` = the probability error measured on that image + the
-largest step between neighbouring mask cells x the box error in mask cells (corners moved by at
-most e pixels move a pixel's sampling point by at most 2 e M / side cells, and bilinear interpolation changes by at
-most the largest neighbouring step per cell). Flips elsewhere are unexplained and fail."""
+``delta`` of the 0.5 threshold; ``delta`` = the probability tolerance above + the largest step
+between neighbouring mask cells x the box error in mask cells (corners moved by at most e pixels
+move a pixel's sampling point by at most 2 e M / side cells, and bilinear interpolation changes by
+at most the largest neighbouring step per cell). Flips elsewhere are unexplained and fail."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,12 +26,12 @@ def mask_check(runs, floor_point: str = "mask_prob") -> dict:
     out = {"rows": 0, "prob_max_abs": 0.0, "prob_tol": tol, "prob_floor": noise, "pixels": 0,
            "differing": 0, "explained": 0, "unexplained": 0, "delta_max": 0.0}
     for r in runs:
-        _image(out, r.ref_out, r.got_out)
+        _image(out, r.ref_out, r.got_out, tol)
     out["passed"] = out["prob_max_abs"] <= tol and out["unexplained"] == 0
     return out
 
 
-def _image(out: dict, ref: tuple, got: tuple) -> None:
+def _image(out: dict, ref: tuple, got: tuple, tol: float) -> None:
     from converters.arch.paddle_mask_rcnn import paste_probs
     for b in range(ref[0].shape[0]):
         k = int((ref[1][b, :, 0] >= 0).sum())  # the source's rows (empty boxes relabelled -1 included)
@@ -51,7 +51,7 @@ def _image(out: dict, ref: tuple, got: tuple) -> None:
         side = np.minimum(gb[:, 2] - gb[:, 0], gb[:, 3] - gb[:, 1])
         box_err = np.abs(ref[2][b, :k].astype(np.float64) - gb).max(axis=1)
         cells = np.where(side > 0, 2 * box_err * m / np.maximum(side, 1e-12), np.inf)  # x1 and x2 both move
-        delta = perr + step * cells  # per row
+        delta = tol + step * cells  # per row: the allowed probability error, not the measured one
         flip = mine != (rm == 1)
         near = np.abs(soft - 0.5) <= delta[:, None, None]
         out["pixels"] += int(rm.size)

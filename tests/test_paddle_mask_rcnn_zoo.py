@@ -187,3 +187,40 @@ def test_eval_postprocess_reads_the_box_outputs_of_a_mask_detector():
     masks = np.zeros((1, 2, 28, 28), np.float32)
     pred = detect((ids, scores, boxes, masks), "ppdet", (64, 96), (128, 192), (0.5, 0.5))
     assert pred["labels"].tolist() == [2] and np.allclose(pred["boxes"], [[20, 40, 100, 120]])
+
+
+def _mask_run(probs: np.ndarray, boxes: np.ndarray, got_probs: np.ndarray):
+    """A verify run of one image with 2 rows of 4 (ids, scores, boxes, probs, pasted)."""
+    from types import SimpleNamespace
+    k, h, w = 4, 40, 48
+    ids = np.full((1, k, 1), -1.0, np.float32)
+    ids[0, :2, 0] = [1, 7]
+    scores = np.full((1, k, 1), -1.0, np.float32)
+    scores[0, :2, 0] = [0.9, 0.8]
+    b = np.full((1, k, 4), -1.0, np.float32)
+    b[0, :2] = boxes
+    p = np.full((1, k) + probs.shape[1:], -1.0, np.float32)
+    p[0, :2] = probs
+    g = p.copy()
+    g[0, :2] = got_probs
+    pasted = np.full((1, k, h, w), -1, np.int32)
+    pasted[0, :2] = arch.paste_masks(torch.from_numpy(probs), torch.from_numpy(boxes), h, w).numpy()
+    return SimpleNamespace(ref_out=(ids, scores, b, p, pasted), got_out=(ids, scores, b, g),
+                           got={"mask_prob": got_probs}, exact={"mask_prob": got_probs.astype(np.float64)})
+
+
+def test_mask_check_counts_flips_and_explains_only_those_at_the_threshold():
+    from parity.masks import mask_check
+    rng = np.random.default_rng(2)
+    probs = rng.uniform(0, 1, (2, 7, 7)).astype(np.float32)
+    boxes = np.array([[3.0, 4.0, 30.0, 25.0], [10.0, 12.0, 44.0, 38.0]], np.float32)
+    same = mask_check([_mask_run(probs, boxes, probs)])
+    assert same["passed"] and same["rows"] == 2 and same["differing"] == 0 and same["pixels"] == 2 * 40 * 48
+    near = probs.copy()
+    near[0] = np.where(np.abs(probs[0] - 0.5) < 0.05, 1.0 - probs[0], probs[0])  # flips only near 0.5
+    small = mask_check([_mask_run(probs, boxes, near)])
+    assert small["differing"] > 0 and small["unexplained"] == small["differing"]  # 0.1 > the 1e-5 bar
+    far = probs.copy()
+    far[1] = 1.0 - far[1]  # every pixel of row 2 flips, far from the threshold
+    bad = mask_check([_mask_run(probs, boxes, far)])
+    assert not bad["passed"] and bad["unexplained"] > 0 and bad["prob_max_abs"] > bad["prob_tol"]
