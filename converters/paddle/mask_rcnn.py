@@ -90,16 +90,21 @@ def source_net(depth: int, vd: bool, seed: int | None = None, fpn: bool = True):
 def source_run(net, x: np.ndarray, keep_top_k: int = 100):
     """ppdet on one padded batch (im_shape = (H, W), scale_factor 1) -> (ids, scores, boxes, mask
     probabilities [B, K, M, M], pasted masks [B, K, H, W] int32), padded with -1 to ``keep_top_k``
-    rows; the probabilities are the mask head's output, taken by a hook."""
-    probs = []
+    rows; the probabilities are the mask head's output, taken by a hook. Pasted masks come from
+    single-image batches only (ppdet's eval batch): with more images, MaskPostProcess misaligns an
+    image without detections (get_pred gives it a placeholder row the mask head never saw), so the
+    paste is skipped there and its output stays -1 (seeding needs only the forward)."""
+    from ..frameworks import import_paddle
+    paddle = import_paddle()
+    probs, pasted = [], []
     hook = net.mask_head.register_forward_post_hook(lambda _l, _i, out: probs.append(out.numpy().copy()))
-    pasted = []
     post = net.mask_post_process
-    orig = post.__call__
 
     class Keep:  # MaskPostProcess is a plain object: wrap the call to keep its result
-        def __call__(self, *a):
-            out = orig(*a)
+        def __call__(self, mask_out, bboxes, bbox_num, origin_shape):
+            if bbox_num.shape[0] > 1:
+                return paddle.full([bboxes.shape[0], 1, 1], -1, "int32")
+            out = post(mask_out, bboxes, bbox_num, origin_shape)
             pasted.append(out.numpy().copy())
             return out
 
@@ -110,16 +115,17 @@ def source_run(net, x: np.ndarray, keep_top_k: int = 100):
         hook.remove()
         net.mask_post_process = post
     n, _, h, w = x.shape
-    (prob,), (paste,) = probs, pasted
+    (prob,) = probs
     m = prob.shape[-1]
     out_p = np.full((n, keep_top_k, m, m), -1.0, np.float32)
     out_m = np.full((n, keep_top_k, h, w), -1, np.int32)
     start = 0
     for b in range(n):
-        k = int((scores[b, :, 0] >= 0).sum())  # rows of this image (empty boxes relabelled -1 included)
+        k = int((scores[b, :, 0] >= 0).sum())  # this image's rows (empty boxes relabelled -1 included)
         out_p[b, :k] = prob[start:start + k]
-        out_m[b, :k] = paste[start:start + k, :h, :w]
-        start += max(k, 1)  # no detection: ppdet's one placeholder row
+        if pasted:
+            out_m[b, :k] = pasted[0][:k, :h, :w]
+        start += k
     return ids, scores, boxes, out_p, out_m
 
 
