@@ -53,8 +53,8 @@ def _groups(scores: np.ndarray, tol: float) -> list[slice]:
 
 def match_image(ref: tuple, got: tuple, score_tol: float = 1e-5, box_tol: float = 1e-3) -> DetectionMatch:
     """Compare one image's (ids, scores, boxes), each as returned by the detector (N x 1|1|4)."""
-    ri, rs, rb = _valid(*ref)
-    gi, gs, gb = _valid(*got)
+    ri, rs, rb = _valid(*ref[:3])  # further outputs (instance masks) are compared elsewhere
+    gi, gs, gb = _valid(*got[:3])
     m = DetectionMatch(reference=len(ri), converted=len(gi))
     for g in _groups(rs, score_tol):
         n = g.stop - g.start

@@ -161,7 +161,7 @@ def detect(out: tuple, preset: str, input_hw: tuple[int, int], orig_hw: tuple[in
     scaling, so those boxes are kept too ("input_boxes", "input_scale"); COCO's metric scales each axis
     by original / input. eval_faster_rcnn clips to the last pixel (W-1, H-1) and multiplies both axes
     by im_scale = original H / resized H."""
-    ids, scores, boxes = (np.asarray(o)[0] for o in out)
+    ids, scores, boxes = (np.asarray(o)[0] for o in out[:3])  # Mask R-CNN's masks follow: box metric only
     keep = ids.reshape(-1) >= 0
     boxes = boxes.reshape(-1, 4)[keep].astype(np.float64)
     (h, w), (oh, ow) = input_hw, orig_hw

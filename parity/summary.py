@@ -29,6 +29,10 @@ def task_check(report) -> str:
         if report.nms_variants:
             text += "; changed by nms " + ", ".join(
                 f"{k} {v['changed']}" for k, v in report.nms_variants.items() if k != "mxnet")
+        m = getattr(report, "masks", None)
+        if m:
+            text += (f"; masks: prob max err {m['prob_max_abs']:.1e} on {m['rows']} rows, pasted pixels differing "
+                     f"{m['differing']}/{m['pixels']} ({m['unexplained']} unexplained)")
         return text
     if report.ocr and "boxes" in report.ocr:
         o = report.ocr

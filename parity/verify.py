@@ -42,13 +42,15 @@ class ParityReport:
     ocr: dict | None = None  # text detection: DB boxes; text recognition: decoded strings
     size: tuple[int, int] | None = None  # network input (H, W) when not the preset's
     replayed: list[str] = field(default_factory=list)  # target modules continued from the source's output
+    masks: dict | None = None  # instance masks: probabilities on replayed boxes, pasted pixels (parity.masks)
 
     @property
     def passed(self) -> bool:
         task_ok = (self.topk is None or self.topk["unexplained"] == 0) and (
             self.detections is None or self.detections.passed) and (
             self.argmax is None or self.argmax["unexplained"] == 0) and (
-            self.ocr is None or self.ocr["unexplained"] == 0)
+            self.ocr is None or self.ocr["unexplained"] == 0) and (
+            self.masks is None or self.masks["passed"])
         return self.layers.passed and all(d.passed for d in self.outputs) and task_ok
 
     def __bool__(self) -> bool:
@@ -61,7 +63,7 @@ class ParityReport:
                 "topk": self.topk, "detections": self.detections.to_dict() if self.detections else None,
                 "detection_tolerance": self.detection_tol, "nms_variants": self.nms_variants,
                 "argmax": self.argmax, "ocr": self.ocr, "size": list(self.size) if self.size else None,
-                "replayed": self.replayed}
+                "replayed": self.replayed, "masks": self.masks}
 
 
 def oracle_for(result: ConversionResult):
@@ -309,6 +311,9 @@ def _report(result: ConversionResult, by_pair: dict[str, TensorDiff], names: lis
             report.detections = report.detections.merge(
                 match_batch(run.ref_out, run.got_out, score_tol=tol["score"], box_tol=tol["box"]))
         report.nms_variants = nms_variants(result, runs, tol)
+        if len(runs[0].ref_out) > 4:  # Mask R-CNN: (ids, scores, boxes, mask probabilities, pasted masks)
+            from .masks import mask_check
+            report.masks = mask_check(runs, spec.floor_points.get("mask", "mask_prob"))
     elif spec.task in ("segmentation", "pose"):
         report.outputs = _outputs(spec, runs)
         report.argmax = argmax_check(runs, "pixel" if spec.task == "segmentation" else "joint")

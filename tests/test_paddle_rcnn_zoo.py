@@ -21,6 +21,7 @@ from test_paddle_cls_fixtures import write_fluid_dir, write_pdparams
 DEPTH = {"FasterRCNN_ResNet101": (101, False, False), "FasterRCNN_ResNet101_FPN": (101, False, True),
          "FasterRCNN_ResNet101_vd_FPN": (101, True, True), "FasterRCNN_ResNet18_FPN": (18, False, True),
          "FasterRCNN_ResNet50": (50, False, False), "FasterRCNN_ResNet50_FPN": (50, False, True),
+         "FasterRCNN_ResNet50_vd": (50, True, False),
          "FasterRCNN_ResNet50_vd_FPN": (50, True, True)}
 NAMES = sorted(DEPTH)
 

@@ -20,7 +20,7 @@ Paddle's order (label ascending, box index inside a label), padded with -1. Like
 a box clipped to zero width or height keeps its row with id -1 ("ppdet" only)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -197,7 +197,10 @@ class PaddleFasterRCNN(nn.Module):
             self.box_head = TwoFCHead(cfg.fpn_channels * cfg.resolution ** 2, cfg.head_channels)
         else:  # res5 moves from the backbone into the box head (ppdet's Res5Head)
             self.rpn = RPNHead(cfg.backbone.channels[3], anchors)
-            self.box_head = C5Head(self.backbone.layer4)
+            res5 = self.backbone.layer4
+            if cfg.backbone.avg_down:  # Res5Head is variant "b" in vd nets too: strided 1x1 shortcut
+                res5 = ResNet(replace(cfg.backbone, avg_down=False, deep_stem=())).layer4
+            self.box_head = C5Head(res5)
             self.backbone.layer4 = nn.Identity()
         self.collect = Collect(cfg.post_nms_top_n)
         self.roi_align = RoIPooler(cfg.resolution)

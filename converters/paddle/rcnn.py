@@ -64,14 +64,16 @@ def backbone_entries(cfg: ResNetConfig, depth: int, fpn: bool = True) -> Iterato
         for j in range(n):
             name, block, root = _block_name(depth, s, j), f"layer{s + 1}.{j}", "backbone"
             dy = f"backbone.res{s + 2}.{name}"
-            if s == 3 and not fpn:
-                dy, block, root = f"bbox_head.head.res5.{name}", str(j), "box_head.res5"
+            pool = cfg.avg_down
+            if s == 3 and not fpn:  # ppdet's Res5Head: variant "b" (strided 1x1 shortcut) even in vd nets
+                dy, block, root, pool = f"bbox_head.head.res5.{name}", str(j), "box_head.res5", False
             for p, conv in enumerate(body):
                 yield _convbn(f"{dy}.branch2{'abc'[p]}", f"{name}_branch2{'abc'[p]}", f"{block}.{conv}",
                               f"{block}.bn{p + 1}", root)
             if j == 0:  # ppdet, like ppcls, projects in every stage's first block
-                short = f"{dy}.short.conv" if cfg.avg_down and s > 0 else f"{dy}.short"  # vd: pool + conv
-                yield _convbn(short, f"{name}_branch1", f"{block}.downsample.{pc}", f"{block}.downsample.{pn}", root)
+                short = f"{dy}.short.conv" if pool and s > 0 else f"{dy}.short"  # vd: pool + conv
+                i, k = (pc, pn) if pool else ("0", "1")
+                yield _convbn(short, f"{name}_branch1", f"{block}.downsample.{i}", f"{block}.downsample.{k}", root)
 
 
 def _conv(dy: str, st: str, target: str, why: str) -> Iterator[Tensor]:
@@ -184,7 +186,7 @@ def source_net(depth: int, vd: bool, seed: int | None = None, fpn: bool = True):
     from ppdet.modeling.post_process import BBoxPostProcess
     from ppdet.modeling.proposal_generator.rpn_head import RPNHead
     if not fpn:
-        return _source_net_c4(paddle, depth, seed)
+        return _source_net_c4(paddle, depth, seed, vd)
     with paddle.utils.unique_name.guard():
         if seed is not None:
             paddle.seed(seed)
@@ -209,7 +211,7 @@ def source_net(depth: int, vd: bool, seed: int | None = None, fpn: bool = True):
     return net
 
 
-def _source_net_c4(paddle, depth: int, seed: int | None):
+def _source_net_c4(paddle, depth: int, seed: int | None, vd: bool = False):
     """ppdet 2.6's C4 FasterRCNN (faster_rcnn_r50.yml, v2.6.0): ResNet 3 stages returning res4; RPN
     on res4 with anchors 32..512 x (0.5, 1, 2) at stride 16, test proposals pre 6000 / post 1000,
     NMS 0.7; RoIAlign 14 aligned; Res5Head + average pool; the same post-processing as FPN."""
@@ -222,7 +224,8 @@ def _source_net_c4(paddle, depth: int, seed: int | None):
     with paddle.utils.unique_name.guard():
         if seed is not None:
             paddle.seed(seed)
-        backbone = ResNet(depth=depth, variant="b", norm_type="bn", freeze_at=0, return_idx=[2], num_stages=3)
+        backbone = ResNet(depth=depth, variant="d" if vd else "b", norm_type="bn", freeze_at=0, return_idx=[2],
+                          num_stages=3)
         rpn = RPNHead(anchor_generator={"aspect_ratios": [0.5, 1.0, 2.0], "anchor_sizes": [32, 64, 128, 256, 512],
                                         "strides": [16]},
                       test_proposal={"min_size": 0.0, "nms_thresh": 0.7, "pre_nms_top_n": 6000, "post_nms_top_n": 1000},
@@ -335,6 +338,7 @@ MODELS = (
      True),
     ("FasterRCNN_ResNet50", 50, False, False, f"{PD_ZOO}faster_rcnn_r50_1x.tar", 35.2, (800, 1333), True),
     ("FasterRCNN_ResNet101", 101, False, False, f"{PD_ZOO}faster_rcnn_r101_1x.tar", 38.3, (800, 1333), True),
+    ("FasterRCNN_ResNet50_vd", 50, True, False, f"{PD_ZOO}faster_rcnn_r50_vd_1x.tar", 36.4, (800, 1333), True),
 )
 C4_NOTES = ("C4: RPN on res4 (15 anchors, stride 16; pre/post NMS 6000/1000), RoIAlign 14x14 on res4 (adaptive "
             "sampling), the res5 stage on each RoI then average pooling (ppdet's Res5Head), no FPN. Its "

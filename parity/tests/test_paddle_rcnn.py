@@ -33,7 +33,7 @@ def paddle():
     ("FasterRCNN_ResNet18_FPN", 18, False, True), ("FasterRCNN_ResNet50_FPN", 50, False, True),
     ("FasterRCNN_ResNet50_vd_FPN", 50, True, True), ("FasterRCNN_ResNet101_FPN", 101, False, True),
     ("FasterRCNN_ResNet101_vd_FPN", 101, True, True), ("FasterRCNN_ResNet50", 50, False, False),
-    ("FasterRCNN_ResNet101", 101, False, False)])
+    ("FasterRCNN_ResNet101", 101, False, False), ("FasterRCNN_ResNet50_vd", 50, True, False)])
 def test_name_table_is_ppdet_s_state_dict(name, depth, vd, fpn):
     """The family's table names exactly ppdet's FasterRCNN state dict (built with the spec's own
     source_net), and the dygraph rules put every tensor on a target tensor of the same size."""
