@@ -1,0 +1,211 @@
+"""PP-YOLO (PaddleDetection 2.x ``PPYOLOFPN`` + ``YOLOv3Head(iou_aware)``, PaddleX 1.x
+``paddlex.det.PPYOLO``) in eval mode: a ResNet backbone (converters/arch/resnet.py) whose listed
+stages' 3x3 convs are DCNv2 (converters/arch/dcn.py); per output a detection block of CoordConv /
+conv-BN-LeakyReLU(0.1) units, with SPP (max-pools 5, 9, 13 concatenated after the map, then a 1x1
+unit) inside the deepest block; DropBlock (an identity at eval) is absent; 1x1 predictors with an
+IoU branch; Paddle's ``yolo_box`` (scale_x_y 1.05) and ``matrix_nms`` (converters/arch/paddle_nms.py).
+
+Own modules, not torchvision's: nothing there has CoordConv, SPP or the IoU-aware score.
+
+IoU-aware score: the predictor's first A channels are IoU logits; the objectness becomes
+``conf^(1-f) * iou^f`` (f = ``iou_aware_factor``), mapped back to a logit as Paddle does
+(clip to [1e-7, 1e7], -log(1/x - 1), clipped again) before ``yolo_box`` applies its sigmoid.
+
+``set_numerics``: the CoordConv grid differs between the two sources. "ppdet" (PaddleDetection 2.x
+``add_coord``): x_i = i / (2 (W - 1)) - 1, in [-1, -0.5]; "paddlex" (PaddleX 1.x / PaddleDetection
+0.x ``_add_coord``): x_i = i / ((W - 1) / 2) - 1, in [-1, 1]. Weights trained with one grid expect
+it. PaddleX 1.x builds its y grid as the transpose of the x grid, so it only runs square inputs;
+both give the same y grid there. Post-processing is the same for both (see POST)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .darknet import ConvBNLeaky, DarkNetConfig
+from .dcn import ModulatedDeformConv2d
+from .paddle_nms import matrix_nms
+from .paddle_yolo import PaddleYOLOConfig, Tap, YOLOBox, _Backbone
+
+
+@dataclass(frozen=True)
+class MatrixNMSParams:
+    """ppdet configs/ppyolo/_base_/ppyolo_r50vd_dcn.yml and PaddleX 1.x yolo_v3.py (use_matrix_nms):
+    yolo_box conf_thresh 0.01, MatrixNMS score/post thresholds 0.01, no pre-NMS cut, 100 kept,
+    normalized=False (+1 pixel IoU), linear decay, no background class."""
+
+    conf_thresh: float = 0.01
+    score_threshold: float = 0.01
+    post_threshold: float = 0.01
+    nms_top_k: int = -1
+    keep_top_k: int = 100
+    normalized: bool = False
+    use_gaussian: bool = False
+    gaussian_sigma: float = 2.0
+
+
+POST = MatrixNMSParams()
+GRIDS = ("ppdet", "paddlex")
+
+
+@dataclass(frozen=True)
+class PPYOLOConfig:
+    yolo: PaddleYOLOConfig  # backbone, cuts, classes, anchors, scale_x_y, clip_bbox, BN eps
+    dcn_stages: tuple[int, ...] = (3,)  # backbone stages (0-based) whose bottleneck 3x3 convs are DCNv2
+    coord_conv: bool = True
+    spp: bool = True
+    iou_aware_factor: float | None = 0.4  # None: no IoU branch
+    post: MatrixNMSParams = POST
+    numerics: str = "ppdet"
+
+
+def coord_grid(h: int, w: int, numerics: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gx, gy) of shape (1, 1, H, W): each source's float32 arithmetic (see the module docstring)."""
+    def axis(n: int) -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.float32)
+        v = i / float(2 * (n - 1)) - 1 if numerics == "ppdet" else i / np.float32((n - 1) / 2) - 1
+        return v.to(dtype)
+    return axis(w).reshape(1, 1, 1, w).expand(1, 1, h, w), axis(h).reshape(1, 1, h, 1).expand(1, 1, h, w)
+
+
+class CoordConvBN(ConvBNLeaky):
+    """A conv-BN-LeakyReLU unit on the input with two coordinate channels (x, then y) appended."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, cell: DarkNetConfig):
+        super().__init__(cin + 2, cout, kernel, 1, cell)
+        self.numerics = "ppdet"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gx, gy = coord_grid(x.shape[2], x.shape[3], self.numerics, x.dtype)
+        b = x.shape[0]
+        return super().forward(torch.cat([x, gx.expand(b, -1, -1, -1), gy.expand(b, -1, -1, -1)], dim=1))
+
+
+class SPP(nn.Module):
+    """The map and its stride-1 max-pools (5, 9, 13; -inf padding as Paddle's) concatenated, then a
+    1x1 unit."""
+
+    def __init__(self, cin: int, cout: int, cell: DarkNetConfig, sizes: tuple[int, ...] = (5, 9, 13)):
+        super().__init__()
+        self.pools = nn.ModuleList(nn.MaxPool2d(k, 1, k // 2) for k in sizes)
+        self.conv = ConvBNLeaky(cin * (1 + len(sizes)), cout, 1, 1, cell)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.cat([x, *(p(x) for p in self.pools)], dim=1))
+
+
+class PPYOLODetBlock(nn.Module):
+    """conv0 (1x1), conv1 (3x3), conv2 (1x1), [SPP,] conv3 (3x3), route (1x1), then tip (3x3);
+    the 1x1 units, route and tip are CoordConvs when ``coord``. Returns (route, tip)."""
+
+    def __init__(self, cin: int, channels: int, cell: DarkNetConfig, coord: bool, spp: bool):
+        super().__init__()
+        unit = (lambda i, o, k: CoordConvBN(i, o, k, cell)) if coord else (lambda i, o, k: ConvBNLeaky(i, o, k, 1, cell))
+        c, c2 = channels, 2 * channels
+        layers = [unit(cin, c, 1), ConvBNLeaky(c, c2, 3, 1, cell), unit(c2, c, 1)]
+        if spp:
+            layers.append(SPP(c, c, cell))
+        layers += [ConvBNLeaky(c, c2, 3, 1, cell), unit(c2, c, 1)]
+        self.body = nn.Sequential(*layers)
+        self.tip = unit(c, c2, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        route = self.body(x)
+        return route, self.tip(route)
+
+
+def _de_sigmoid(p: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    hi = 1.0 / eps
+    p = p.clamp(eps, hi)
+    return -torch.log((1.0 / p - 1.0).clamp(eps, hi))
+
+
+def iou_aware(out: torch.Tensor, anchors: int, factor: float) -> torch.Tensor:
+    """A predictor map with the IoU branch (B, A*(6+C), H, W) -> the plain layout (B, A*(5+C), H, W)
+    whose objectness logit now encodes conf^(1-f) * iou^f."""
+    b, _, h, w = out.shape
+    iou = torch.sigmoid(out[:, :anchors]).unsqueeze(2)
+    x = out[:, anchors:].reshape(b, anchors, -1, h, w)
+    obj = torch.sigmoid(x[:, :, 4:5])
+    fused = _de_sigmoid(obj ** (1 - factor) * iou ** factor)
+    return torch.cat([x[:, :, :4], fused, x[:, :, 5:]], dim=2).reshape(b, -1, h, w)
+
+
+class MatrixNMS(nn.Module):
+    """Paddle's matrix_nms per image -> (ids, scores, boxes): (B, keep_top_k, 1|1|4), rows by decayed
+    score across classes, padded with -1."""
+
+    def __init__(self, post: MatrixNMSParams):
+        super().__init__()
+        self.post = post
+
+    def forward(self, boxes: torch.Tensor, scores: torch.Tensor):
+        p, k = self.post, self.post.keep_top_k
+        out = torch.full((boxes.shape[0], k, 6), -1.0, dtype=torch.float32)
+        for b in range(boxes.shape[0]):
+            rows, _ = matrix_nms(boxes[b], scores[b], score_threshold=p.score_threshold,
+                                 post_threshold=p.post_threshold, nms_top_k=p.nms_top_k, keep_top_k=k,
+                                 normalized=p.normalized, use_gaussian=p.use_gaussian,
+                                 gaussian_sigma=p.gaussian_sigma, background_label=-1)
+            out[b, : rows.shape[0]] = rows[:k]
+        return out[..., :1], out[..., 1:2], out[..., 2:]
+
+
+class PPYOLO(nn.Module):
+    """Eval-mode PP-YOLO -> (ids, scores, boxes) (B, 100, 1|1|4), boxes in input pixels."""
+
+    def __init__(self, cfg: PPYOLOConfig):
+        super().__init__()
+        self.cfg, y = cfg, cfg.yolo
+        self.backbone = _Backbone(y)
+        stages = self.backbone.net.stages
+        for s in cfg.dcn_stages:
+            for block in stages[s]:
+                block.conv2 = ModulatedDeformConv2d.like(block.conv2)
+        feats = self.backbone.out_channels()[::-1]  # deepest first
+        cell = DarkNetConfig(bn_eps=y.bn_eps, leaky_slope=0.1)
+        widths = [512 // 2 ** i for i in range(3)]
+        cins = [feats[0]] + [widths[i - 1] // 2 + feats[i] for i in (1, 2)]  # transition out ++ finer map
+        self.yolo_blocks = nn.ModuleList(PPYOLODetBlock(c, w, cell, cfg.coord_conv, cfg.spp and i == 0)
+                                         for i, (c, w) in enumerate(zip(cins, widths)))
+        self.transitions = nn.ModuleList(ConvBNLeaky(widths[i], widths[i] // 2, 1, 1, cell) for i in range(2))
+        extra = 0 if cfg.iou_aware_factor is None else 1
+        self.yolo_outputs = nn.ModuleList(nn.Conv2d(2 * w, len(m) * (5 + extra + y.num_classes), 1)
+                                          for w, m in zip(widths, y.anchor_masks))
+        self.decode = YOLOBox(y, cfg.post.conf_thresh)
+        self.nms = MatrixNMS(cfg.post)
+        self.box_out, self.score_out = Tap(), Tap()
+        self.set_numerics(cfg.numerics)
+
+    def set_numerics(self, name: str) -> None:
+        if name not in GRIDS:
+            raise ValueError(f"PP-YOLO numerics must be one of {GRIDS}, got {name!r}")
+        self.numerics = name
+        for m in self.modules():
+            if isinstance(m, CoordConvBN):
+                m.numerics = name
+
+    def head(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Raw predictor maps, deepest first (with the IoU channels, if any)."""
+        feats = self.backbone(x)[::-1]
+        tips, route = [], None
+        for i, feat in enumerate(feats):  # ppdet's order: the neck's tips, then the predictors
+            if i > 0:
+                feat = torch.cat([route, feat], dim=1)
+            route, tip = self.yolo_blocks[i](feat)
+            tips.append(tip)
+            if i < len(feats) - 1:
+                route = self.transitions[i](route).repeat_interleave(2, 2).repeat_interleave(2, 3)  # nearest 2x
+        return [output(tip) for output, tip in zip(self.yolo_outputs, tips)]
+
+    def forward(self, x: torch.Tensor):
+        maps = self.head(x)
+        f = self.cfg.iou_aware_factor
+        if f is not None:
+            maps = [iou_aware(m, len(mask), f) for m, mask in zip(maps, self.cfg.yolo.anchor_masks)]
+        boxes, scores, keep = self.decode(maps, tuple(x.shape[-2:]))
+        boxes, scores = self.box_out(boxes), self.score_out(scores)
+        zero = torch.zeros((), dtype=boxes.dtype)  # yolo_box leaves boxes and scores 0 below conf_thresh
+        return self.nms(torch.where(keep.unsqueeze(-1), boxes, zero), torch.where(keep.unsqueeze(1), scores, zero))
