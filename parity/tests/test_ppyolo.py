@@ -1,20 +1,27 @@
 """PaddleX PPYOLO against paddle itself. CI runs the ops, each against Paddle's own kernel or ppdet's
 own layer: deform_conv2d (DCNv2), matrix_nms, the CoordConv grid, the IoU-aware head, and the static
-name table against ppdet's net. The whole detector's parity on photographs (608x608, a ResNet50-vd
-with DCN on 2 cores) runs in the registry sweep of `make parity-full` and in the slow test here."""
+name table against ppdet's net; and the whole detector on photographs at a small input (a source
+seeded and calibrated at that size), in both layouts, with a planted error. At the config's 608x608
+(a ResNet50-vd with DCN, ~8 s per Paddle forward on 2 cores) it runs in `make parity-full`."""
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib.util
+import pickle
 
 import numpy as np
 import pytest
 import torch
 
+import converters
 from converters import registry
 from converters.arch.dcn import ModulatedDeformConv2d
 from converters.arch.paddle_nms import matrix_nms
 from converters.arch.ppyolo import coord_grid, iou_aware
 from converters.paddle import ppcls
+from converters.samples import sample_photos
+from parity.verify import verify
 
 pytestmark = [pytest.mark.oracle,
               pytest.mark.skipif(importlib.util.find_spec("paddle") is None, reason="paddle is not installed")]
@@ -182,3 +189,72 @@ def test_ppyolo_detects_and_suppresses(parity_report):
     d = report.detections
     assert d.reference == d.identical and d.reference >= 10 * len(report.images)
     assert report.detection_tol["box"] < 1.0 and report.detection_tol["score"] < 1e-3
+
+
+CI_SIZE = (192, 192)  # strides 8/16/32 give 24/12/6 maps: SPP's 13x13 pool still sees borders
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """PPYOLO converted from a ppdet net seeded and calibrated at CI_SIZE (its own file: the shared
+    seeded cache holds the 608x608 one)."""
+    from converters.paddle import seeded
+    spec = dataclasses.replace(registry.get("PPYOLO"), seed_size=CI_SIZE)
+    path = seeded.build(spec, 0, tmp_path_factory.mktemp("ppyolo") / "PPYOLO-seed0.pdparams")
+    return converters.convert("PPYOLO", weights=path)
+
+
+def test_small_input_detector_passes_parity(small):
+    """Every one of the 158 layer pairs (DCN convs and their offset convs, CoordConvs, SPP, the
+    IoU-aware predictors) within tolerance, and 100 identical detections per photograph: the matrix NMS
+    has work (several hundred candidates) and the rows come in decayed-score order."""
+    r = verify("PPYOLO", result=small, images=sample_photos()[:2], size=CI_SIZE)
+    assert r.passed, r.layers.first_divergent or r.detections
+    names = {d.name for d in r.layers.diffs}
+    assert len(names) == 158
+    assert {"backbone.net.layer4.2.conv2", "backbone.net.layer4.2.conv2.conv_offset", "yolo_blocks.0.body.3.conv.conv",
+            "yolo_blocks.2.tip.conv", "yolo_outputs.0"} <= names
+    d = r.detections
+    assert d.reference == d.identical == 200 and d.converted == 200
+    net, x = small.module, _input(CI_SIZE)
+    with torch.no_grad():
+        _, scores, keep = net.decode([iou_aware(m, 3, 0.4) for m in net.head(x)], CI_SIZE)
+    assert int(((scores * keep.unsqueeze(1)) > 0.01).sum()) > 300
+
+
+def _input(size):
+    from parity.preprocess import preprocess
+    pre = dataclasses.replace(registry.get("PPYOLO").preprocess, size=size)
+    return torch.from_numpy(preprocess(sample_photos()[0][1], pre, "mxnet").numpy()[None])
+
+
+def test_planted_offset_error_fails_at_its_dcn(small):
+    """One DCN offset-conv bias off by half a pixel (one kernel point's dy): parity fails at that offset
+    conv, the first layer to differ; the stages before it pass."""
+    bad = copy.deepcopy(small.module)
+    with torch.no_grad():
+        bad.backbone.net.layer4[1].conv2.conv_offset.bias[4] += 0.5
+    r = verify("PPYOLO", result=dataclasses.replace(small, module=bad), images=sample_photos()[:1], size=CI_SIZE)
+    assert not r.passed and r.layers.first_divergent.name == "backbone.net.layer4.1.conv2.conv_offset"
+    assert all(d.passed for d in r.layers.diffs if d.name.startswith(("backbone.net.layer1", "backbone.net.layer3")))
+
+
+def test_fluid_pickle_converts_and_only_its_grid_differs(small, tmp_path):
+    """The seeded tensors under PaddleX's static names in one pickle (as ppyolo_2x.pdparams): read as
+    "fluid", the same weights, PaddleX 1.x's CoordConv grid. Against ppdet (whose grid is
+    i / (2 (W - 1)) - 1) it diverges at the first CoordConv and nowhere before; with ppdet's grid it
+    passes."""
+    from converters.io.paddle import read_pdparams
+    table = ppcls._FLUID_NAMES["PPYOLO"]()
+    dy = read_pdparams(small.source)
+    path = tmp_path / "ppyolo_2x.pdparams"
+    path.write_bytes(pickle.dumps({table[k]: v for k, v in dy.items()}, protocol=4))  # as fluid.save writes it
+    fluid = converters.convert("PPYOLO", weights=path)
+    assert fluid.layout == "fluid" and fluid.module.numerics == "paddlex"
+    assert all(torch.equal(fluid.state_dict[k], small.state_dict[k]) for k in small.state_dict)
+    r = verify("PPYOLO", result=fluid, images=sample_photos()[:1], size=CI_SIZE)
+    assert not r.passed and r.layers.first_divergent.name == "yolo_blocks.0.body.0.conv"
+    assert all(d.passed for d in r.layers.diffs if d.name.startswith("backbone."))
+    fluid.module.set_numerics("ppdet")
+    r = verify("PPYOLO", result=fluid, images=sample_photos()[:1], size=CI_SIZE)
+    assert r.passed and r.source["layout"] == "fluid"
