@@ -217,6 +217,24 @@ def test_forward_returns_rows_sorted_by_decayed_score():
     assert boxes[0, :n].min() >= 0 and boxes[0, :n].max() <= 127  # clipped to the input
 
 
+def test_multiclass_nms_when_configured():
+    """PaddleX 1.x PPYOLO(use_matrix_nms=False): multiclass_nms (IoU 0.45, +1 pixel widths), rows
+    grouped by label as Paddle returns them."""
+    import dataclasses
+    from converters.arch.paddle_yolo import MultiClassNMS
+    from converters.arch.ppyolo import MULTICLASS_POST, PPYOLO
+    torch.manual_seed(0)
+    net = PPYOLO(dataclasses.replace(pp.CONFIG, post=MULTICLASS_POST)).eval()
+    assert isinstance(net.nms, MultiClassNMS) and net.decode.conf_thresh == 0.01
+    assert (MULTICLASS_POST.nms_threshold, MULTICLASS_POST.nms_top_k, MULTICLASS_POST.normalized) == (0.45, 1000, False)
+    with torch.no_grad():
+        for p in net.yolo_outputs.parameters():
+            p.mul_(30)
+        ids, _, _ = net(torch.randn(1, 3, 96, 96))
+    n = int((ids[0, :, 0] >= 0).sum())
+    assert n > 0 and (torch.diff(ids[0, :n, 0]) >= 0).all()
+
+
 def test_single_pdparams_link_reads_as_the_fluid_layout(tmp_path):
     """PaddleX links ppyolo_2x.pdparams, a fluid.save pickle of static names: it converts as "fluid"
     with PaddleX 1.x's grid; the same values under dygraph names give the same state dict."""

@@ -27,7 +27,7 @@ from torch import nn
 from .darknet import ConvBNLeaky, DarkNetConfig
 from .dcn import ModulatedDeformConv2d
 from .paddle_nms import matrix_nms
-from .paddle_yolo import PaddleYOLOConfig, Tap, YOLOBox, _Backbone
+from .paddle_yolo import MultiClassNMS, PaddleYOLOConfig, PostProcess, Tap, YOLOBox, _Backbone
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ class MatrixNMSParams:
 
 
 POST = MatrixNMSParams()
+# PaddleX 1.x PPYOLO(use_matrix_nms=False): multiclass_nms with its YOLOv3 settings, normalized=False
+MULTICLASS_POST = PostProcess(conf_thresh=0.01, normalized=False)
 GRIDS = ("ppdet", "paddlex")
 
 
@@ -57,7 +59,7 @@ class PPYOLOConfig:
     coord_conv: bool = True
     spp: bool = True
     iou_aware_factor: float | None = 0.4  # None: no IoU branch
-    post: MatrixNMSParams = POST
+    post: MatrixNMSParams | PostProcess = POST  # PostProcess: multiclass_nms instead of matrix_nms
     numerics: str = "ppdet"
 
 
@@ -175,7 +177,7 @@ class PPYOLO(nn.Module):
         self.yolo_outputs = nn.ModuleList(nn.Conv2d(2 * w, len(m) * (5 + extra + y.num_classes), 1)
                                           for w, m in zip(widths, y.anchor_masks))
         self.decode = YOLOBox(y, cfg.post.conf_thresh)
-        self.nms = MatrixNMS(cfg.post)
+        self.nms = MatrixNMS(cfg.post) if isinstance(cfg.post, MatrixNMSParams) else MultiClassNMS(cfg.post)
         self.box_out, self.score_out = Tap(), Tap()
         self.set_numerics(cfg.numerics)
 
