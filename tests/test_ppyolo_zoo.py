@@ -235,6 +235,32 @@ def test_multiclass_nms_when_configured():
     assert n > 0 and (torch.diff(ids[0, :n, 0]) >= 0).all()
 
 
+def test_ppyolov2_dygraph_table_covers_every_tensor():
+    """PP-YOLOv2: PP-YOLO's backbone and predictors, the PAN neck's 49 conv-BN units (3 FPN + 2 PAN CSP
+    blocks of 9 units, 2 + 2 transitions); every source tensor mapped, every target tensor filled."""
+    spec = registry.get("PPYOLOv2")
+    assert set(spec.rules) == {"dygraph"} and spec.preprocess == ppdet_eval((640, 640), False)
+    assert spec.weights().url == "https://paddledet.bj.bcebos.com/models/ppyolov2_r50vd_dcn_365e_coco.pdparams"
+    table = pp._table_v2
+    assert len(table) == (3 + 48 + 4) * 5 + 3 * 2 + (5 * 9 + 4) * 5 + 6
+    dy = synthetic_source(spec, table)
+    got, rows = convert_tensors(spec, "dygraph", dy)
+    assert all(r.status in ("mapped", "default") for r in rows)
+    assert got["neck.fpn_blocks.0.body.3.conv.conv.weight"].shape == (512, 2048, 1, 1)  # SPP in the deepest
+    assert got["neck.fpn_blocks.1.conv1.conv.weight"].shape == (256, 1024 + 512, 1, 1)
+    assert got["neck.pan_transitions.0.conv.weight"].shape == (512, 512, 3, 3)  # 3x3 stride 2, on FPN 1
+    assert got["neck.pan_blocks.0.conv2.conv.weight"].shape == (512, 1024 + 512, 1, 1)  # FPN 0 tip ++ PAN route
+    assert got["yolo_outputs.0.weight"].shape == (258, 1024, 1, 1)
+    assert torch.equal(got["neck.pan_blocks.1.body.5.bn.running_var"],
+                       torch.from_numpy(dy["neck.pan.1.conv_module.2.1.batch_norm._variance"]))
+    net = spec.build().eval()
+    assert isinstance(net.neck.fpn_blocks[0].conv1.act, torch.nn.Mish) and not any(
+        isinstance(m, CoordConvBN) for m in net.modules())
+    with torch.no_grad():
+        outs = net.head(torch.randn(1, 3, 64, 96))
+    assert [tuple(o.shape) for o in outs] == [(1, 258, 2, 3), (1, 258, 4, 6), (1, 258, 8, 12)]
+
+
 def test_single_pdparams_link_reads_as_the_fluid_layout(tmp_path):
     """PaddleX links ppyolo_2x.pdparams, a fluid.save pickle of static names: it converts as "fluid"
     with PaddleX 1.x's grid; the same values under dygraph names give the same state dict."""

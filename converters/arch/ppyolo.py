@@ -5,7 +5,10 @@ conv-BN-LeakyReLU(0.1) units, with SPP (max-pools 5, 9, 13 concatenated after th
 unit) inside the deepest block; DropBlock (an identity at eval) is absent; 1x1 predictors with an
 IoU branch; Paddle's ``yolo_box`` (scale_x_y 1.05) and ``matrix_nms`` (converters/arch/paddle_nms.py).
 
-Own modules, not torchvision's: nothing there has CoordConv, SPP or the IoU-aware score.
+PP-YOLOv2 (``neck="pan"``, ppdet ``PPYOLOPAN``): the neck is an FPN of CSP blocks with Mish units and
+SPP, then a bottom-up path; no CoordConv (see ``PAN``).
+
+Own modules, not torchvision's: nothing there has CoordConv, SPP, CSP-PAN or the IoU-aware score.
 
 IoU-aware score: the predictor's first A channels are IoU logits; the objectness becomes
 ``conf^(1-f) * iou^f`` (f = ``iou_aware_factor``), mapped back to a logit as Paddle does
@@ -59,6 +62,7 @@ class PPYOLOConfig:
     coord_conv: bool = True
     spp: bool = True
     iou_aware_factor: float | None = 0.4  # None: no IoU branch
+    neck: str = "fpn"  # "fpn" (PP-YOLO) | "pan" (PP-YOLOv2: CSP blocks, top-down then bottom-up, Mish)
     post: MatrixNMSParams | PostProcess = POST  # PostProcess: multiclass_nms instead of matrix_nms
     numerics: str = "ppdet"
 
@@ -155,6 +159,58 @@ class MatrixNMS(nn.Module):
         return out[..., :1], out[..., 1:2], out[..., 2:]
 
 
+class CSPBlock(nn.Module):
+    """PP-YOLOv2's CSP detection block: ``conv1`` (left) and ``conv2`` (right) 1x1 to ``channels``;
+    the left goes through ``body`` (three 1x1 + 3x3 pairs, the second 3x3 an SPP in the deepest FPN
+    block); ``conv3`` (1x1) on left ++ right is both route and tip."""
+
+    def __init__(self, cin: int, channels: int, cell: DarkNetConfig, spp: bool):
+        super().__init__()
+        c = channels
+        self.conv1 = ConvBNLeaky(cin, c, 1, 1, cell)
+        self.conv2 = ConvBNLeaky(cin, c, 1, 1, cell)
+        layers = []
+        for j in range(3):
+            layers.append(ConvBNLeaky(c, c, 1, 1, cell))
+            layers.append(SPP(c, c, cell) if spp and j == 1 else ConvBNLeaky(c, c, 3, 1, cell))
+        self.body = nn.Sequential(*layers)
+        self.conv3 = ConvBNLeaky(2 * c, 2 * c, 1, 1, cell)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.conv3(torch.cat([self.body(self.conv1(x)), self.conv2(x)], dim=1))
+        return out, out
+
+
+class PAN(nn.Module):
+    """PP-YOLOv2's neck (ppdet PPYOLOPAN): an FPN of CSP blocks, deepest first (1x1 transitions, nearest
+    2x, upsampled route concatenated first), then a bottom-up path (3x3 stride-2 transitions, route
+    concatenated first). Returns the three tips, deepest first."""
+
+    def __init__(self, feats: list[int], cell: DarkNetConfig, spp: bool):
+        super().__init__()
+        widths = [512 // 2 ** i for i in range(3)]
+        cins = [feats[0]] + [feats[i] + widths[i - 1] for i in (1, 2)]
+        self.fpn_blocks = nn.ModuleList(CSPBlock(c, w, cell, spp and i == 0) for i, (c, w) in enumerate(zip(cins, widths)))
+        self.fpn_transitions = nn.ModuleList(ConvBNLeaky(2 * widths[i], widths[i], 1, 1, cell) for i in range(2))
+        self.pan_transitions = nn.ModuleList(ConvBNLeaky(2 * widths[i + 1], 2 * widths[i + 1], 3, 2, cell) for i in range(2))
+        self.pan_blocks = nn.ModuleList(CSPBlock(2 * widths[i] + 2 * widths[i + 1], widths[i], cell, False) for i in range(2))
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        tips, route = [], None
+        for i, feat in enumerate(feats):
+            if i > 0:
+                feat = torch.cat([route, feat], dim=1)
+            route, tip = self.fpn_blocks[i](feat)
+            tips.append(tip)
+            if i < len(feats) - 1:
+                route = self.fpn_transitions[i](route).repeat_interleave(2, 2).repeat_interleave(2, 3)
+        out, route = [tips[-1]], tips[-1]
+        for i in reversed(range(len(feats) - 1)):
+            route, tip = self.pan_blocks[i](torch.cat([self.pan_transitions[i](route), tips[i]], dim=1))
+            out.append(tip)
+        return out[::-1]
+
+
 class PPYOLO(nn.Module):
     """Eval-mode PP-YOLO -> (ids, scores, boxes) (B, 100, 1|1|4), boxes in input pixels."""
 
@@ -167,12 +223,15 @@ class PPYOLO(nn.Module):
             for block in stages[s]:
                 block.conv2 = ModulatedDeformConv2d.like(block.conv2)
         feats = self.backbone.out_channels()[::-1]  # deepest first
-        cell = DarkNetConfig(bn_eps=y.bn_eps, leaky_slope=0.1)
         widths = [512 // 2 ** i for i in range(3)]
-        cins = [feats[0]] + [widths[i - 1] // 2 + feats[i] for i in (1, 2)]  # transition out ++ finer map
-        self.yolo_blocks = nn.ModuleList(PPYOLODetBlock(c, w, cell, cfg.coord_conv, cfg.spp and i == 0)
-                                         for i, (c, w) in enumerate(zip(cins, widths)))
-        self.transitions = nn.ModuleList(ConvBNLeaky(widths[i], widths[i] // 2, 1, 1, cell) for i in range(2))
+        if cfg.neck == "pan":
+            self.neck = PAN(feats, DarkNetConfig(bn_eps=y.bn_eps, act="mish"), cfg.spp)
+        else:
+            cell = DarkNetConfig(bn_eps=y.bn_eps, leaky_slope=0.1)
+            cins = [feats[0]] + [widths[i - 1] // 2 + feats[i] for i in (1, 2)]  # transition out ++ finer map
+            self.yolo_blocks = nn.ModuleList(PPYOLODetBlock(c, w, cell, cfg.coord_conv, cfg.spp and i == 0)
+                                             for i, (c, w) in enumerate(zip(cins, widths)))
+            self.transitions = nn.ModuleList(ConvBNLeaky(widths[i], widths[i] // 2, 1, 1, cell) for i in range(2))
         extra = 0 if cfg.iou_aware_factor is None else 1
         self.yolo_outputs = nn.ModuleList(nn.Conv2d(2 * w, len(m) * (5 + extra + y.num_classes), 1)
                                           for w, m in zip(widths, y.anchor_masks))
@@ -192,6 +251,8 @@ class PPYOLO(nn.Module):
     def head(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Raw predictor maps, deepest first (with the IoU channels, if any)."""
         feats = self.backbone(x)[::-1]
+        if self.cfg.neck == "pan":
+            return [output(tip) for output, tip in zip(self.yolo_outputs, self.neck(feats))]
         tips, route = [], None
         for i, feat in enumerate(feats):  # ppdet's order: the neck's tips, then the predictors
             if i > 0:

@@ -16,7 +16,11 @@ branch2{a,b,c}`` with ``.conv`` / ``.norm``, DCN units' ``.conv_offset``, projec
 names: ``conv1_<k>_weights`` / ``bnv1_<k>_*``, ``res5a_branch2b_weights`` + ``res5a_branch2b_conv_offset.
 {w_0,b_0}``, ``bn5a_branch2b_*``; ``yolo_block.<i>.<j>.<0|1>``, ``yolo_block.0.1.spp.conv``,
 ``yolo_block.<i>.2``, ``.tip``, ``yolo_transition.<i>``, ``yolo_output.<i>.conv.*``). PaddleX links one
-``ppyolo_2x.pdparams``: a fluid.save pickle of the static names, read as "fluid"."""
+``ppyolo_2x.pdparams``: a fluid.save pickle of the static names, read as "fluid".
+
+PPYOLOv2 (PaddleX 2.x ``paddlex.det.PPYOLOv2``, PaddleDetection 2.x ``ppyolov2_r50vd_dcn_365e_coco``):
+the same backbone, decoding and NMS with ``PPYOLOPAN`` (Mish, CSP blocks, SPP, DropBlock; no CoordConv)
+and iou_aware_factor 0.5, evaluated at 640x640; dygraph layout only (no static release)."""
 from __future__ import annotations
 
 import functools
@@ -27,6 +31,7 @@ import numpy as np
 from ..arch.ppyolo import PPYOLO, POST, PPYOLOConfig
 from ..arch.paddle_yolo import ANCHOR_MASKS, ANCHORS, PaddleYOLOConfig
 from ..registry import Metric, ModelSpec, ppdet_eval, register
+from ..sources import SourceWeights
 from . import ppcls, ppdet_io
 from .paddlex import BN_DEFAULTS, ConvBN, Tensor, layout_tables
 from .resnet import _block_name, config as resnet_config
@@ -75,6 +80,10 @@ def neck_and_head(coord: bool = True, spp: bool = True) -> Iterator[ConvBN | Ten
         yield _yolo_unit(f"neck.yolo_block.{i}.tip{inner}", f"yolo_block.{i}.tip", f"yolo_blocks.{i}.tip")
         if i < 2:
             yield _yolo_unit(f"neck.yolo_transition.{i}", f"yolo_transition.{i}", f"transitions.{i}")
+    yield from predictors()
+
+
+def predictors() -> Iterator[Tensor]:
     for i in range(3):
         yield Tensor(f"yolo_head.yolo_output.{i}.weight", f"yolo_output.{i}.conv.weights", f"yolo_outputs.{i}.weight",
                      f"output {i} predictor 1x1 conv (IoU channels first)")
@@ -82,15 +91,44 @@ def neck_and_head(coord: bool = True, spp: bool = True) -> Iterator[ConvBN | Ten
                      f"output {i} predictor bias")
 
 
-def tensors() -> list[ConvBN | Tensor]:
-    return [*resnet50_vd(), *neck_and_head()]
+def pan_neck_and_head() -> Iterator[ConvBN | Tensor]:
+    """PP-YOLOv2's PPYOLOPAN (dygraph names only): CSP blocks ``neck.fpn.<i>`` / ``neck.pan.<i>`` with
+    ``conv1`` (left), ``conv2`` (right), ``conv3``, ``conv_module.<j>.<0|1>`` (``spp.conv`` for the deepest
+    FPN block's 1.1), ``neck.fpn_transition.<i>``, ``neck.pan_transition.<i>``."""
+    def unit(dy: str, target: str) -> ConvBN:
+        return _yolo_unit(dy, dy, f"neck.{target}")  # no static twin: the "fluid" name is a placeholder
+
+    def csp(dy: str, target: str, spp: bool) -> Iterator[ConvBN]:
+        yield from (unit(f"{dy}.conv{k}", f"{target}.conv{k}") for k in (1, 2))
+        for j, n in enumerate(("0.0", "0.1", "1.0", "spp" if spp else "1.1", "2.0", "2.1")):
+            deeper = ".conv" if n == "spp" else ""
+            yield unit(f"{dy}.conv_module.{n}{deeper}", f"{target}.body.{j}{deeper}")
+        yield unit(f"{dy}.conv3", f"{target}.conv3")
+
+    for i in range(3):
+        yield from csp(f"neck.fpn.{i}", f"fpn_blocks.{i}", i == 0)
+        if i < 2:
+            yield unit(f"neck.fpn_transition.{i}", f"fpn_transitions.{i}")
+    for i in range(2):
+        yield unit(f"neck.pan_transition.{i}", f"pan_transitions.{i}")
+        yield from csp(f"neck.pan.{i}", f"pan_blocks.{i}", False)
+    yield from predictors()
 
 
-CONFIG = PPYOLOConfig(yolo=PaddleYOLOConfig(backbone=RESNET50_VD, cuts=(2, 3, 4), scale_x_y=1.05))
+def tensors(version: str = "v1") -> list[ConvBN | Tensor]:
+    return [*resnet50_vd(), *(neck_and_head() if version == "v1" else pan_neck_and_head())]
+
+
+YOLO = PaddleYOLOConfig(backbone=RESNET50_VD, cuts=(2, 3, 4), scale_x_y=1.05)
+CONFIG = PPYOLOConfig(yolo=YOLO)
+# ppyolov2_r50vd_dcn.yml: PPYOLOPAN (Mish, 3 conv pairs per CSP block, SPP, DropBlock), no CoordConv,
+# iou_aware_factor 0.5; decoding and matrix NMS as PP-YOLO's
+CONFIG_V2 = PPYOLOConfig(yolo=YOLO, coord_conv=False, iou_aware_factor=0.5, neck="pan")
+CONFIGS = {"v1": CONFIG, "v2": CONFIG_V2}
 
 
 # -- the source net (ppdet), for seeding and the oracle ----------------------------------------------
-def source_net(seed: int | None = None):
+def source_net(version: str, seed: int | None = None):
     from ..frameworks import import_paddle, import_ppdet
     paddle = import_paddle()
     import_ppdet()
@@ -98,21 +136,26 @@ def source_net(seed: int | None = None):
     from ppdet.modeling.backbones.resnet import ResNet
     from ppdet.modeling.heads.yolo_head import YOLOv3Head
     from ppdet.modeling.layers import MatrixNMS, YOLOBox
-    from ppdet.modeling.necks.yolo_fpn import PPYOLOFPN
+    from ppdet.modeling.necks.yolo_fpn import PPYOLOFPN, PPYOLOPAN
     from ppdet.modeling.post_process import BBoxPostProcess
-    p = POST
+    p, cfg = POST, CONFIGS[version]
     with paddle.utils.unique_name.guard():
         if seed is not None:
             paddle.seed(seed)
         backbone = ResNet(depth=50, variant="d", return_idx=[1, 2, 3], dcn_v2_stages=list(DCN_STAGES), freeze_at=-1,
                           freeze_norm=False, norm_decay=0., norm_type="sync_bn")
-        neck = PPYOLOFPN(in_channels=[s.channels for s in backbone.out_shape], coord_conv=True, drop_block=True,
-                         block_size=3, keep_prob=0.9, spp=True, norm_type="sync_bn")
+        channels = [s.channels for s in backbone.out_shape]
+        if version == "v1":
+            neck = PPYOLOFPN(in_channels=channels, coord_conv=True, drop_block=True, block_size=3, keep_prob=0.9,
+                             spp=True, norm_type="sync_bn")
+        else:
+            neck = PPYOLOPAN(in_channels=channels, drop_block=True, block_size=3, keep_prob=0.9, spp=True,
+                             norm_type="sync_bn")
         head = YOLOv3Head(in_channels=[s.channels for s in neck.out_shape], anchors=[list(a) for a in ANCHORS],
                           anchor_masks=[list(m) for m in ANCHOR_MASKS], num_classes=80, loss=None, iou_aware=True,
-                          iou_aware_factor=CONFIG.iou_aware_factor)
+                          iou_aware_factor=cfg.iou_aware_factor)
         decode = YOLOBox(num_classes=80, conf_thresh=p.conf_thresh, downsample_ratio=32, clip_bbox=True,
-                         scale_x_y=CONFIG.yolo.scale_x_y)
+                         scale_x_y=cfg.yolo.scale_x_y)
         nms = MatrixNMS(keep_top_k=p.keep_top_k, score_threshold=p.score_threshold, post_threshold=p.post_threshold,
                         nms_top_k=p.nms_top_k, use_gaussian=p.use_gaussian, gaussian_sigma=p.gaussian_sigma,
                         normalized=p.normalized, background_label=-1)
@@ -164,8 +207,10 @@ NOTES = (
     "before the predictors are scaled.",
 )
 SEED_STD = 2.0
+PPDET_ZOO = "https://paddledet.bj.bcebos.com/models/"  # PaddleX 2.x's pretrain_weights links there
+V2_FILE = "ppyolov2_r50vd_dcn_365e_coco.pdparams"
 
-_dygraph, _fluid, _table = layout_tables(tensors())
+_dygraph, _fluid, _table = layout_tables(tensors("v1"))
 register(ModelSpec(
     name="PPYOLO", family="paddle.ppyolo", framework="paddle", task="detection", source_format="paddle-checkpoint",
     build=functools.partial(PPYOLO, CONFIG), rules={"dygraph": _dygraph, "fluid": _fluid},
@@ -173,7 +218,28 @@ register(ModelSpec(
     weights=functools.partial(_weights, "PPYOLO", "ppyolo_2x.pdparams"),
     source_model="PPYOLO", metrics=(Metric("mAP", 45.9, "COCO val2017 (bbox)", "PaddleX model library"),),
     seed_output_std={"yolo_head.yolo_output": SEED_STD}, notes=NOTES,
-    source_net=source_net, source_run=source_run,
+    source_net=functools.partial(source_net, "v1"), source_run=source_run,
     numerics={"dygraph": "ppdet", "fluid": "paddlex", "inference": "ppdet"},
     floor_points={"score": "score_out", "box": "box_out"}, slow=True, parity_images=2))
 ppcls.register_fluid_names("PPYOLO", functools.partial(dict, _table))
+
+# PP-YOLOv2 (PaddleX 2.x ``paddlex.det.PPYOLOv2`` / PaddleDetection 2.x ppyolov2_r50vd_dcn_365e_coco):
+# dygraph checkpoints only (no PaddleX 1.x static release)
+_dygraph_v2, _, _table_v2 = layout_tables(tensors("v2"))
+NOTES_V2 = (
+    "PaddleDetection 2.6 PP-YOLOv2 (ppyolov2_r50vd_dcn.yml): PP-YOLO's backbone, decoding and matrix NMS; "
+    "PPYOLOPAN neck (CSP blocks of Mish conv-BN units, SPP in the deepest, top-down then bottom-up with "
+    "3x3 stride-2 transitions), IoU-aware factor 0.5, no CoordConv; evaluated at 640x640.",
+    NOTES[2], NOTES[3],
+)
+register(ModelSpec(
+    name="PPYOLOv2", family="paddle.ppyolo", framework="paddle", task="detection",
+    source_format="paddle-checkpoint", build=functools.partial(PPYOLO, CONFIG_V2), rules={"dygraph": _dygraph_v2},
+    defaults=BN_DEFAULTS, preprocess=ppdet_eval((640, 640), False),
+    weights=functools.partial(SourceWeights, name="PPYOLOv2", sha1=None, url=f"{PPDET_ZOO}{V2_FILE}",
+                              filename=V2_FILE, archive="none"),
+    source_model="PPYOLOv2", metrics=(Metric("mAP", 49.1, "COCO val2017 (bbox)", "PaddleDetection model zoo"),),
+    seed_output_std={"yolo_head.yolo_output": SEED_STD}, notes=NOTES_V2,
+    source_net=functools.partial(source_net, "v2"), source_run=source_run,
+    numerics={"dygraph": "ppdet", "inference": "ppdet"},
+    floor_points={"score": "score_out", "box": "box_out"}, slow=True, parity_images=2))

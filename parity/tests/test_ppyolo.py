@@ -180,6 +180,12 @@ def test_static_names_fit_ppdet_s_net():
     assert sorted(names.values()) == sorted(net.state_dict()) and len(names) == len(net.state_dict())
 
 
+def test_ppyolov2_table_fits_ppdet_s_net():
+    net = registry.get("PPYOLOv2").source_net(None)
+    from converters.paddle.ppyolo import _table_v2
+    assert sorted(_table_v2) == sorted(net.state_dict())
+
+
 @pytest.mark.slow
 def test_ppyolo_detects_and_suppresses(parity_report):
     """The seeded detector at 608x608 on photographs: every layer pair within tolerance, detections
@@ -258,3 +264,19 @@ def test_fluid_pickle_converts_and_only_its_grid_differs(small, tmp_path):
     fluid.module.set_numerics("ppdet")
     r = verify("PPYOLO", result=fluid, images=sample_photos()[:1], size=CI_SIZE)
     assert r.passed and r.source["layout"] == "fluid"
+
+
+V2_SIZE = (160, 160)
+
+
+def test_ppyolov2_small_input_passes_parity(tmp_path):
+    """PP-YOLOv2 from a ppdet net seeded and calibrated at 160x160: all 214 layer pairs (Mish units,
+    CSP blocks, both PAN paths) within tolerance, 100 identical detections."""
+    from converters.paddle import seeded
+    spec = dataclasses.replace(registry.get("PPYOLOv2"), seed_size=V2_SIZE)
+    result = converters.convert("PPYOLOv2", weights=seeded.build(spec, 0, tmp_path / "PPYOLOv2-seed0.pdparams"))
+    r = verify("PPYOLOv2", result=result, images=sample_photos()[:1], size=V2_SIZE)
+    assert r.passed, r.layers.first_divergent or r.detections
+    assert len(r.layers.diffs) == 214 and {"neck.pan_blocks.0.conv3.conv", "neck.fpn_blocks.0.body.3.conv.conv"} <= {
+        d.name for d in r.layers.diffs}
+    assert r.detections.reference == r.detections.identical == 100
