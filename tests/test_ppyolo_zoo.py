@@ -261,6 +261,32 @@ def test_ppyolov2_dygraph_table_covers_every_tensor():
     assert [tuple(o.shape) for o in outs] == [(1, 258, 2, 3), (1, 258, 4, 6), (1, 258, 8, 12)]
 
 
+def test_ppyolo_tiny_dygraph_table_covers_every_tensor():
+    """PP-YOLO tiny: YOLOv3_MobileNetV3_large's backbone names at x0.5, the tiny FPN's SPP and 3 x (4 + tip)
+    units and 2 transitions, plain predictors (no IoU channels); multiclass NMS; runs in the CI sweep."""
+    from converters.arch.paddle_yolo import MultiClassNMS
+    spec = registry.get("PPYOLOTiny")
+    assert set(spec.rules) == {"dygraph"} and spec.preprocess == ppdet_eval((320, 320), False) and not spec.slow
+    assert spec.weights().url == "https://paddledet.bj.bcebos.com/models/ppyolo_tiny_650e_coco.pdparams"
+    table = pp._table_tiny
+    assert len(table) == (1 + 45 + 1 + 15 + 2) * 5 + 8 * 4 + 6
+    dy = synthetic_source(spec, table)
+    got, rows = convert_tensors(spec, "dygraph", dy)
+    assert all(r.status in ("mapped", "default") for r in rows)
+    assert got["neck.spp.conv.conv.weight"].shape == (80, 320, 1, 1)  # SPP on the x0.5 net's 80-wide map
+    assert got["neck.blocks.1.body.1.conv.weight"].shape == (128, 1, 5, 5)  # depthwise 5x5
+    assert got["neck.blocks.2.body.0.conv.weight"].shape == (96, 24 + 128, 1, 1)  # 40 x 0.5 rounds up to 24
+    assert got["yolo_outputs.0.weight"].shape == (255, 160, 1, 1)
+    assert torch.equal(got["neck.blocks.0.body.3.bn.weight"],
+                       torch.from_numpy(dy["neck.yolo_block.0.conv_module.yolo_block.0.route.batch_norm.weight"]))
+    net = spec.build().eval()
+    assert isinstance(net.nms, MultiClassNMS) and net.nms.post.normalized and net.decode.conf_thresh == 0.005
+    assert net.decode.anchors[0] == [(220, 125), (128, 222), (264, 266)]
+    with torch.no_grad():
+        ids, _, _ = net(torch.randn(1, 3, 96, 128))
+    assert ids.shape == (1, 100, 1)
+
+
 def test_single_pdparams_link_reads_as_the_fluid_layout(tmp_path):
     """PaddleX links ppyolo_2x.pdparams, a fluid.save pickle of static names: it converts as "fluid"
     with PaddleX 1.x's grid; the same values under dygraph names give the same state dict."""

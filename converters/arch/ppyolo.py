@@ -63,6 +63,8 @@ class PPYOLOConfig:
     spp: bool = True
     iou_aware_factor: float | None = 0.4  # None: no IoU branch
     neck: str = "fpn"  # "fpn" (PP-YOLO) | "pan" (PP-YOLOv2: CSP blocks, top-down then bottom-up, Mish)
+    # | "tiny" (PP-YOLO tiny: depthwise 5x5 blocks of these widths, SPP on the deepest map first)
+    tiny_widths: tuple[int, int, int] = (160, 128, 96)
     post: MatrixNMSParams | PostProcess = POST  # PostProcess: multiclass_nms instead of matrix_nms
     numerics: str = "ppdet"
 
@@ -211,6 +213,51 @@ class PAN(nn.Module):
         return out[::-1]
 
 
+def _depthwise(c: int, k: int, cell: DarkNetConfig) -> ConvBNLeaky:
+    unit = ConvBNLeaky(c, c, k, 1, cell)
+    unit.conv = nn.Conv2d(c, c, k, 1, k // 2, groups=c, bias=False)
+    return unit
+
+
+class TinyDetBlock(nn.Module):
+    """PP-YOLO tiny's block: 1x1, 5x5 depthwise, 1x1, 5x5 depthwise (the route), then a 1x1 tip."""
+
+    def __init__(self, cin: int, c: int, cell: DarkNetConfig):
+        super().__init__()
+        self.body = nn.Sequential(ConvBNLeaky(cin, c, 1, 1, cell), _depthwise(c, 5, cell),
+                                  ConvBNLeaky(c, c, 1, 1, cell), _depthwise(c, 5, cell))
+        self.tip = ConvBNLeaky(c, c, 1, 1, cell)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        route = self.body(x)
+        return route, self.tip(route)
+
+
+class TinyFPN(nn.Module):
+    """PP-YOLO tiny's neck (ppdet PPYOLOTinyFPN): SPP on the deepest map, then per output a tiny
+    block; 1x1 transitions (same width), nearest 2x, route concatenated first."""
+
+    def __init__(self, feats: list[int], widths: tuple[int, int, int], cell: DarkNetConfig, spp: bool):
+        super().__init__()
+        self.spp = SPP(feats[0], feats[0], cell) if spp else None
+        cins = [feats[0]] + [feats[i] + widths[i - 1] for i in (1, 2)]
+        self.blocks = nn.ModuleList(TinyDetBlock(c, w, cell) for c, w in zip(cins, widths))
+        self.transitions = nn.ModuleList(ConvBNLeaky(widths[i], widths[i], 1, 1, cell) for i in range(2))
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        tips, route = [], None
+        for i, feat in enumerate(feats):
+            if i == 0 and self.spp is not None:
+                feat = self.spp(feat)
+            if i > 0:
+                feat = torch.cat([route, feat], dim=1)
+            route, tip = self.blocks[i](feat)
+            tips.append(tip)
+            if i < len(feats) - 1:
+                route = self.transitions[i](route).repeat_interleave(2, 2).repeat_interleave(2, 3)
+        return tips
+
+
 class PPYOLO(nn.Module):
     """Eval-mode PP-YOLO -> (ids, scores, boxes) (B, 100, 1|1|4), boxes in input pixels."""
 
@@ -218,14 +265,17 @@ class PPYOLO(nn.Module):
         super().__init__()
         self.cfg, y = cfg, cfg.yolo
         self.backbone = _Backbone(y)
-        stages = self.backbone.net.stages
-        for s in cfg.dcn_stages:
-            for block in stages[s]:
+        for s in cfg.dcn_stages:  # ResNet backbones
+            for block in self.backbone.net.stages[s]:
                 block.conv2 = ModulatedDeformConv2d.like(block.conv2)
         feats = self.backbone.out_channels()[::-1]  # deepest first
         widths = [512 // 2 ** i for i in range(3)]
+        tips = [2 * w for w in widths]
         if cfg.neck == "pan":
             self.neck = PAN(feats, DarkNetConfig(bn_eps=y.bn_eps, act="mish"), cfg.spp)
+        elif cfg.neck == "tiny":
+            self.neck = TinyFPN(feats, cfg.tiny_widths, DarkNetConfig(bn_eps=y.bn_eps, leaky_slope=0.1), cfg.spp)
+            tips = list(cfg.tiny_widths)
         else:
             cell = DarkNetConfig(bn_eps=y.bn_eps, leaky_slope=0.1)
             cins = [feats[0]] + [widths[i - 1] // 2 + feats[i] for i in (1, 2)]  # transition out ++ finer map
@@ -233,8 +283,8 @@ class PPYOLO(nn.Module):
                                              for i, (c, w) in enumerate(zip(cins, widths)))
             self.transitions = nn.ModuleList(ConvBNLeaky(widths[i], widths[i] // 2, 1, 1, cell) for i in range(2))
         extra = 0 if cfg.iou_aware_factor is None else 1
-        self.yolo_outputs = nn.ModuleList(nn.Conv2d(2 * w, len(m) * (5 + extra + y.num_classes), 1)
-                                          for w, m in zip(widths, y.anchor_masks))
+        self.yolo_outputs = nn.ModuleList(nn.Conv2d(c, len(m) * (5 + extra + y.num_classes), 1)
+                                          for c, m in zip(tips, y.anchor_masks))
         self.decode = YOLOBox(y, cfg.post.conf_thresh)
         self.nms = MatrixNMS(cfg.post) if isinstance(cfg.post, MatrixNMSParams) else MultiClassNMS(cfg.post)
         self.box_out, self.score_out = Tap(), Tap()
@@ -251,7 +301,7 @@ class PPYOLO(nn.Module):
     def head(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Raw predictor maps, deepest first (with the IoU channels, if any)."""
         feats = self.backbone(x)[::-1]
-        if self.cfg.neck == "pan":
+        if self.cfg.neck in ("pan", "tiny"):
             return [output(tip) for output, tip in zip(self.yolo_outputs, self.neck(feats))]
         tips, route = [], None
         for i, feat in enumerate(feats):  # ppdet's order: the neck's tips, then the predictors

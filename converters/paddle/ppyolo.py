@@ -29,13 +29,13 @@ from typing import Iterator
 import numpy as np
 
 from ..arch.ppyolo import PPYOLO, POST, PPYOLOConfig
-from ..arch.paddle_yolo import ANCHOR_MASKS, ANCHORS, PaddleYOLOConfig
+from ..arch.paddle_yolo import ANCHOR_MASKS, MobileNetV3Config, PaddleYOLOConfig, PostProcess
 from ..registry import Metric, ModelSpec, ppdet_eval, register
 from ..sources import SourceWeights
 from . import ppcls, ppdet_io
 from .paddlex import BN_DEFAULTS, ConvBN, Tensor, layout_tables
 from .resnet import _block_name, config as resnet_config
-from .yolov3 import _weights, _yolo_unit
+from .yolov3 import _weights, _yolo_unit, mobilenet_v3_large
 
 RESNET50_VD = resnet_config(50, True)
 DCN_STAGES = (3,)  # res5
@@ -115,7 +115,25 @@ def pan_neck_and_head() -> Iterator[ConvBN | Tensor]:
     yield from predictors()
 
 
+def tiny_neck_and_head() -> Iterator[ConvBN | Tensor]:
+    """PP-YOLO tiny's PPYOLOTinyFPN (dygraph names only): ``neck.spp.conv``, blocks
+    ``neck.yolo_block.<i>.conv_module.yolo_block.<i>.{0,1,2,route}`` and ``.tip``, ``neck.yolo_transition.<i>``."""
+    def unit(dy: str, target: str) -> ConvBN:
+        return _yolo_unit(dy, dy, target)
+
+    yield unit("neck.spp.conv", "neck.spp.conv")
+    for i in range(3):
+        for j, n in enumerate(("0", "1", "2", "route")):
+            yield unit(f"neck.yolo_block.{i}.conv_module.yolo_block.{i}.{n}", f"neck.blocks.{i}.body.{j}")
+        yield unit(f"neck.yolo_block.{i}.tip", f"neck.blocks.{i}.tip")
+        if i < 2:
+            yield unit(f"neck.yolo_transition.{i}", f"neck.transitions.{i}")
+    yield from predictors()
+
+
 def tensors(version: str = "v1") -> list[ConvBN | Tensor]:
+    if version == "tiny":
+        return [*mobilenet_v3_large(), *tiny_neck_and_head()]
     return [*resnet50_vd(), *(neck_and_head() if version == "v1" else pan_neck_and_head())]
 
 
@@ -124,7 +142,16 @@ CONFIG = PPYOLOConfig(yolo=YOLO)
 # ppyolov2_r50vd_dcn.yml: PPYOLOPAN (Mish, 3 conv pairs per CSP block, SPP, DropBlock), no CoordConv,
 # iou_aware_factor 0.5; decoding and matrix NMS as PP-YOLO's
 CONFIG_V2 = PPYOLOConfig(yolo=YOLO, coord_conv=False, iou_aware_factor=0.5, neck="pan")
-CONFIGS = {"v1": CONFIG, "v2": CONFIG_V2}
+# ppyolo_tiny.yml: MobileNetV3 large x0.5 (ppdet feature_maps [7, 13, 16]), PPYOLOTinyFPN (160, 128, 96,
+# SPP, DropBlock), no IoU branch, its own anchors; yolo_box conf 0.005; multiclass_nms (score 0.005,
+# nms_top_k 1000, IoU 0.45, keep 100, normalized=True by the class default); evaluated at 320x320
+TINY_ANCHORS = ((10, 15), (24, 36), (72, 42), (35, 87), (102, 96), (60, 170), (220, 125), (128, 222), (264, 266))
+MOBILENET_V3_LARGE_X0_5 = MobileNetV3Config("large", 0.5)
+CONFIG_TINY = PPYOLOConfig(
+    yolo=PaddleYOLOConfig(backbone=MOBILENET_V3_LARGE_X0_5, cuts=(6, 12, 15), anchors=TINY_ANCHORS, scale_x_y=1.05),
+    dcn_stages=(), coord_conv=False, iou_aware_factor=None, neck="tiny",
+    post=PostProcess(conf_thresh=0.005, normalized=True, score_threshold=0.005))
+CONFIGS = {"v1": CONFIG, "v2": CONFIG_V2, "tiny": CONFIG_TINY}
 
 
 # -- the source net (ppdet), for seeding and the oracle ----------------------------------------------
@@ -133,45 +160,64 @@ def source_net(version: str, seed: int | None = None):
     paddle = import_paddle()
     import_ppdet()
     from ppdet.modeling.architectures.yolo import YOLOv3
-    from ppdet.modeling.backbones.resnet import ResNet
     from ppdet.modeling.heads.yolo_head import YOLOv3Head
-    from ppdet.modeling.layers import MatrixNMS, YOLOBox
-    from ppdet.modeling.necks.yolo_fpn import PPYOLOFPN, PPYOLOPAN
+    from ppdet.modeling.layers import YOLOBox
     from ppdet.modeling.post_process import BBoxPostProcess
-    p, cfg = POST, CONFIGS[version]
+    cfg = CONFIGS[version]
+    p = cfg.post
     with paddle.utils.unique_name.guard():
         if seed is not None:
             paddle.seed(seed)
-        backbone = ResNet(depth=50, variant="d", return_idx=[1, 2, 3], dcn_v2_stages=list(DCN_STAGES), freeze_at=-1,
-                          freeze_norm=False, norm_decay=0., norm_type="sync_bn")
-        channels = [s.channels for s in backbone.out_shape]
-        if version == "v1":
-            neck = PPYOLOFPN(in_channels=channels, coord_conv=True, drop_block=True, block_size=3, keep_prob=0.9,
-                             spp=True, norm_type="sync_bn")
-        else:
-            neck = PPYOLOPAN(in_channels=channels, drop_block=True, block_size=3, keep_prob=0.9, spp=True,
-                             norm_type="sync_bn")
-        head = YOLOv3Head(in_channels=[s.channels for s in neck.out_shape], anchors=[list(a) for a in ANCHORS],
-                          anchor_masks=[list(m) for m in ANCHOR_MASKS], num_classes=80, loss=None, iou_aware=True,
-                          iou_aware_factor=cfg.iou_aware_factor)
+        backbone, neck = _ppdet_backbone_and_neck(version)
+        head = YOLOv3Head(in_channels=[s.channels for s in neck.out_shape],
+                          anchors=[list(a) for a in cfg.yolo.anchors], anchor_masks=[list(m) for m in ANCHOR_MASKS],
+                          num_classes=80, loss=None, iou_aware=cfg.iou_aware_factor is not None,
+                          iou_aware_factor=cfg.iou_aware_factor or 0.4)
         decode = YOLOBox(num_classes=80, conf_thresh=p.conf_thresh, downsample_ratio=32, clip_bbox=True,
                          scale_x_y=cfg.yolo.scale_x_y)
-        nms = MatrixNMS(keep_top_k=p.keep_top_k, score_threshold=p.score_threshold, post_threshold=p.post_threshold,
-                        nms_top_k=p.nms_top_k, use_gaussian=p.use_gaussian, gaussian_sigma=p.gaussian_sigma,
-                        normalized=p.normalized, background_label=-1)
         net = YOLOv3(backbone=backbone, neck=neck, yolo_head=head,
-                     post_process=BBoxPostProcess(num_classes=80, decode=decode, nms=nms))
+                     post_process=BBoxPostProcess(num_classes=80, decode=decode, nms=_ppdet_nms(p)))
         if seed is not None:
-            _seed_extras(net, np.random.default_rng(seed))
+            _seed_extras(net, np.random.default_rng(seed), 0 if cfg.iou_aware_factor is None else 3)
     net.eval()
     return net
+
+
+def _ppdet_backbone_and_neck(version: str):
+    from ppdet.modeling.backbones.mobilenet_v3 import MobileNetV3
+    from ppdet.modeling.backbones.resnet import ResNet
+    from ppdet.modeling.necks.yolo_fpn import PPYOLOFPN, PPYOLOPAN, PPYOLOTinyFPN
+    if version == "tiny":
+        backbone = MobileNetV3(model_name="large", scale=0.5, with_extra_blocks=False, extra_block_filters=[],
+                               feature_maps=[7, 13, 16], norm_type="sync_bn")
+        channels = [s.channels for s in backbone.out_shape]
+        return backbone, PPYOLOTinyFPN(in_channels=channels, detection_block_channels=list(CONFIG_TINY.tiny_widths),
+                                       spp=True, drop_block=True, norm_type="sync_bn")
+    backbone = ResNet(depth=50, variant="d", return_idx=[1, 2, 3], dcn_v2_stages=list(DCN_STAGES), freeze_at=-1,
+                      freeze_norm=False, norm_decay=0., norm_type="sync_bn")
+    channels = [s.channels for s in backbone.out_shape]
+    if version == "v1":
+        return backbone, PPYOLOFPN(in_channels=channels, coord_conv=True, drop_block=True, block_size=3,
+                                   keep_prob=0.9, spp=True, norm_type="sync_bn")
+    return backbone, PPYOLOPAN(in_channels=channels, drop_block=True, block_size=3, keep_prob=0.9, spp=True,
+                               norm_type="sync_bn")
+
+
+def _ppdet_nms(p):
+    from ppdet.modeling.layers import MatrixNMS, MultiClassNMS
+    if isinstance(p, PostProcess):
+        return MultiClassNMS(keep_top_k=p.keep_top_k, score_threshold=p.score_threshold,
+                             nms_threshold=p.nms_threshold, nms_top_k=p.nms_top_k)  # normalized: class default
+    return MatrixNMS(keep_top_k=p.keep_top_k, score_threshold=p.score_threshold, post_threshold=p.post_threshold,
+                     nms_top_k=p.nms_top_k, use_gaussian=p.use_gaussian, gaussian_sigma=p.gaussian_sigma,
+                     normalized=p.normalized, background_label=-1)
 
 
 OBJECTNESS_BIAS = -7.0  # seeded nets: about -12 after scaling, so that ~1% of anchors pass conf_thresh
 OFFSET_STD = 0.004  # seeded DCN offset convs: offsets of a pixel or two, masks spread over (0, 1)
 
 
-def _seed_extras(net, rng: np.random.Generator) -> None:
+def _seed_extras(net, rng: np.random.Generator, iou_channels: int) -> None:
     """Seeded sources only. Paddle zero-initialises every DCN offset conv (then the DCN is a plain
     conv at half strength): give them random weights, so that offsets are fractional and masks vary.
     And a negative objectness bias (before seed_output_std scales the predictors), so that a few
@@ -182,7 +228,7 @@ def _seed_extras(net, rng: np.random.Generator) -> None:
             layer.bias.set_value(rng.uniform(-1, 1, layer.bias.shape).astype(np.float32))
     for conv in net.yolo_head.yolo_outputs:
         bias = conv.bias.numpy().copy()
-        bias[3:].reshape(3, -1)[:, 4] = OBJECTNESS_BIAS  # after the 3 IoU channels: per anchor (5 + C)
+        bias[iou_channels:].reshape(3, -1)[:, 4] = OBJECTNESS_BIAS  # after the IoU channels: per anchor (5 + C)
         conv.bias.set_value(bias)
 
 
@@ -191,7 +237,7 @@ def source_run(net, x: np.ndarray):
     from ..frameworks import import_paddle
     paddle = import_paddle()
     out = net({k: paddle.to_tensor(v) for k, v in ppdet_io.feeds(x).items()})
-    return ppdet_io.pad_detections(out["bbox"].numpy(), out["bbox_num"].numpy(), POST.keep_top_k)
+    return ppdet_io.pad_detections(out["bbox"].numpy(), out["bbox_num"].numpy(), POST.keep_top_k)  # 100 for all
 
 
 # -- registration ----------------------------------------------------------------------------------
@@ -209,6 +255,14 @@ NOTES = (
 SEED_STD = 2.0
 PPDET_ZOO = "https://paddledet.bj.bcebos.com/models/"  # PaddleX 2.x's pretrain_weights links there
 V2_FILE = "ppyolov2_r50vd_dcn_365e_coco.pdparams"
+TINY_FILE = "ppyolo_tiny_650e_coco.pdparams"
+NOTES_TINY = (
+    "PaddleDetection 2.6 PP-YOLO tiny (ppyolo_tiny.yml): MobileNetV3 large x0.5, PPYOLOTinyFPN (SPP on the "
+    "deepest map, blocks of 1x1 and 5x5 depthwise conv-BN-LeakyReLU units, widths 160/128/96), no IoU branch, "
+    "its own anchors, yolo_box conf 0.005 with scale_x_y 1.05, multiclass_nms (score 0.005, IoU 0.45, "
+    "normalized=True); evaluated at 320x320.",
+    "Boxes are in network-input pixels (the oracle runs ppdet with im_shape = input, scale_factor = 1).",
+)
 
 _dygraph, _fluid, _table = layout_tables(tensors("v1"))
 register(ModelSpec(
@@ -243,3 +297,17 @@ register(ModelSpec(
     source_net=functools.partial(source_net, "v2"), source_run=source_run,
     numerics={"dygraph": "ppdet", "inference": "ppdet"},
     floor_points={"score": "score_out", "box": "box_out"}, slow=True, parity_images=2))
+
+# PP-YOLO tiny (PaddleX 2.x ``paddlex.det.PPYOLOTiny`` / PaddleDetection ppyolo_tiny_650e_coco): dygraph only
+_dygraph_tiny, _, _table_tiny = layout_tables(tensors("tiny"))
+register(ModelSpec(
+    name="PPYOLOTiny", family="paddle.ppyolo", framework="paddle", task="detection",
+    source_format="paddle-checkpoint", build=functools.partial(PPYOLO, CONFIG_TINY), rules={"dygraph": _dygraph_tiny},
+    defaults=BN_DEFAULTS, preprocess=ppdet_eval((320, 320), False),
+    weights=functools.partial(SourceWeights, name="PPYOLOTiny", sha1=None, url=f"{PPDET_ZOO}{TINY_FILE}",
+                              filename=TINY_FILE, archive="none"),
+    source_model="PPYOLOTiny", metrics=(Metric("mAP", 20.6, "COCO val2017 (bbox)", "PaddleDetection model zoo"),),
+    seed_output_std={"yolo_head.yolo_output": SEED_STD}, notes=NOTES_TINY,
+    source_net=functools.partial(source_net, "tiny"), source_run=source_run,
+    numerics={"dygraph": "ppdet", "inference": "ppdet"},
+    floor_points={"score": "score_out", "box": "box_out"}, parity_images=2))

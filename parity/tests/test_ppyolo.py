@@ -180,10 +180,13 @@ def test_static_names_fit_ppdet_s_net():
     assert sorted(names.values()) == sorted(net.state_dict()) and len(names) == len(net.state_dict())
 
 
-def test_ppyolov2_table_fits_ppdet_s_net():
-    net = registry.get("PPYOLOv2").source_net(None)
-    from converters.paddle.ppyolo import _table_v2
-    assert sorted(_table_v2) == sorted(net.state_dict())
+@pytest.mark.parametrize("name,table", [("PPYOLOv2", "_table_v2"), ("PPYOLOTiny", "_table_tiny")])
+def test_dygraph_table_fits_ppdet_s_net(name, table):
+    """PP-YOLOv2 / tiny (dygraph names only): the table names ppdet's state dict one to one. (PP-YOLO
+    tiny's photographs parity runs in the registry sweep: parity/tests/test_models.py.)"""
+    from converters.paddle import ppyolo
+    net = registry.get(name).source_net(None)
+    assert sorted(getattr(ppyolo, table)) == sorted(net.state_dict())
 
 
 @pytest.mark.slow
