@@ -6,7 +6,8 @@ unit) inside the deepest block; DropBlock (an identity at eval) is absent; 1x1 p
 IoU branch; Paddle's ``yolo_box`` (scale_x_y 1.05) and ``matrix_nms`` (converters/arch/paddle_nms.py).
 
 PP-YOLOv2 (``neck="pan"``, ppdet ``PPYOLOPAN``): the neck is an FPN of CSP blocks with Mish units and
-SPP, then a bottom-up path; no CoordConv (see ``PAN``).
+SPP, then a bottom-up path; no CoordConv (see ``PAN``). PP-YOLO tiny (``neck="tiny"``): a MobileNetV3
+backbone, SPP then blocks of 1x1 and 5x5 depthwise units (``TinyFPN``), multiclass NMS.
 
 Own modules, not torchvision's: nothing there has CoordConv, SPP, CSP-PAN or the IoU-aware score.
 

@@ -20,7 +20,10 @@ names: ``conv1_<k>_weights`` / ``bnv1_<k>_*``, ``res5a_branch2b_weights`` + ``re
 
 PPYOLOv2 (PaddleX 2.x ``paddlex.det.PPYOLOv2``, PaddleDetection 2.x ``ppyolov2_r50vd_dcn_365e_coco``):
 the same backbone, decoding and NMS with ``PPYOLOPAN`` (Mish, CSP blocks, SPP, DropBlock; no CoordConv)
-and iou_aware_factor 0.5, evaluated at 640x640; dygraph layout only (no static release)."""
+and iou_aware_factor 0.5, evaluated at 640x640; dygraph layout only (no static release).
+
+PPYOLOTiny (PaddleX 2.x ``paddlex.det.PPYOLOTiny``, PaddleDetection ``ppyolo_tiny_650e_coco``):
+MobileNetV3 large x0.5, ``PPYOLOTinyFPN``, no IoU branch, multiclass NMS, 320x320; dygraph only."""
 from __future__ import annotations
 
 import functools
