@@ -73,7 +73,7 @@ def test_paddle_switches_and_gluon_s_net_unchanged():
     assert isinstance(gluon.stem.act, nn.LeakyReLU) and gluon.stem.act.negative_slope == 0.1
     assert list(ours.state_dict()) == list(gluon.state_dict())
     with pytest.raises(ValueError, match="activation"):
-        DarkNet(DarkNetConfig(act="mish"))
+        DarkNet(DarkNetConfig(act="swish"))
 
 
 def test_paddle_cell_equals_conv_bn_relu():

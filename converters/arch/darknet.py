@@ -22,7 +22,7 @@ class DarkNetConfig:
     bn_eps: float = 1e-5
     leaky_slope: float = 0.1  # LeakyReLU negative slope after every BatchNorm
     stem_stride: int = 1  # the 3x3 stem conv does not downsample; each stage's first conv does
-    act: str = "leaky"  # "leaky" (LeakyReLU(leaky_slope), gluoncv) | "relu" (PaddleClas)
+    act: str = "leaky"  # "leaky" (LeakyReLU(leaky_slope), gluoncv) | "relu" (PaddleClas) | "mish" (PP-YOLOv2)
     bn_act: bool = False  # the activation runs inside the BN module (Paddle's BatchNorm(act=...))
 
 
@@ -31,6 +31,8 @@ def activation(cfg: DarkNetConfig) -> nn.Module:
         return nn.LeakyReLU(cfg.leaky_slope)
     if cfg.act == "relu":
         return nn.ReLU()
+    if cfg.act == "mish":
+        return nn.Mish()
     raise ValueError(f"unknown DarkNet activation {cfg.act!r}")
 
 

@@ -1,4 +1,4 @@
-"""Paddle's ``multiclass_nms`` (multiclass_nms3 kernel) for one image, and ``matrix_nms``.
+"""Paddle's ``multiclass_nms`` (multiclass_nms3 kernel) and ``matrix_nms`` for one image.
 
 Own code, not torchvision's batched_nms: Paddle keeps ``score > score_threshold`` per class, cuts to
 ``nms_top_k`` before suppression, breaks score ties by lower index (stable sort), has a +1 pixel IoU
@@ -9,6 +9,10 @@ Two input forms, as in Paddle:
 - 3-D form (YOLO/SSD): ``boxes`` [M, 4] shared by all classes, ``scores`` [C, M].
 - 2-D form (R-CNN): per-class ``boxes`` [M, C, 4], ``scores`` [M, C]; inside a label the rows are in
   box-index order, not score order.
+
+``matrix_nms`` (PP-YOLO; 3-D form only) decays scores instead of dropping boxes; its kernel orders
+candidates with std::partial_sort, which is not stable: among tied scores the order is libstdc++'s
+heap order, replayed here exactly (``_std_partial_sort``), since it decides which tied box decays.
 """
 from __future__ import annotations
 
@@ -105,6 +109,98 @@ def multiclass_nms(boxes, scores, *, score_threshold: float, nms_top_k: int, kee
             index.append(i if three_d else i * num_classes + c)
     out = np.asarray(rows, dtype=np.float32).reshape(-1, 6)
     return torch.from_numpy(out), torch.tensor(index, dtype=torch.int64)
+
+
+def _std_partial_sort(keys: np.ndarray, middle: int) -> list[int]:
+    """Positions of the first ``middle`` elements after libstdc++'s
+    ``std::partial_sort(p, p + middle, p + n, [&](a, b) { return keys[a] > keys[b]; })`` on the
+    identity permutation ``p``: heap-select into a min-heap of ``middle``, then sort_heap. Without
+    ties any sort gives this order, so only tied keys take the slow, exact replay."""
+    n = len(keys)
+    middle = min(middle, n)
+    if middle <= 0:
+        return []
+    if np.unique(keys).size == n:
+        return np.argsort(-keys, kind="stable")[:middle].tolist()
+    k, a = keys.tolist(), list(range(n))
+
+    def adjust(hole: int, length: int, value: int) -> None:  # std::__adjust_heap + __push_heap
+        top = child = hole
+        while child < (length - 1) // 2:
+            child = 2 * (child + 1)
+            if k[a[child]] > k[a[child - 1]]:
+                child -= 1
+            a[hole], hole = a[child], child
+        if length % 2 == 0 and child == (length - 2) // 2:
+            child = 2 * (child + 1)
+            a[hole], hole = a[child - 1], child - 1
+        parent = (hole - 1) // 2
+        while hole > top and k[a[parent]] > k[value]:
+            a[hole], hole = a[parent], parent
+            parent = (hole - 1) // 2
+        a[hole] = value
+
+    for parent in range((middle - 2) // 2, -1, -1):  # make_heap
+        adjust(parent, middle, a[parent])
+    for i in range(middle, n):  # heap_select
+        if k[a[i]] > k[a[0]]:
+            value, a[i] = a[i], a[0]
+            adjust(0, middle, value)
+    for last in range(middle - 1, 0, -1):  # sort_heap
+        value, a[last] = a[last], a[0]
+        adjust(0, last, value)
+    return a[:middle]
+
+
+def _matrix_nms_class(boxes: np.ndarray, scores: np.ndarray, score_threshold: float, post_threshold: float,
+                      top_k: int, normalized: bool, gaussian: bool, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The kernel's NMSMatrix for one class: (kept box indices, decayed scores), in score order."""
+    cand = np.nonzero(scores > np.float32(score_threshold))[0]  # remove_if: index order kept
+    num_pre = cand.size if top_k <= -1 else min(cand.size, top_k)
+    if num_pre == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    order = cand[_std_partial_sort(scores[cand], num_pre)]
+    s = scores[order]
+    iou = np.tril(_iou_matrix(boxes[order], normalized), -1)  # iou[i, j], j < i
+    # iou_max[j] = max(0, iou[j, :j]) by std::max, which never picks a NaN
+    iou_max = np.fmax.reduce(np.where(np.isnan(iou), 0, iou), axis=1, initial=np.float32(0))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if gaussian:  # float arithmetic, then glibc's expf: correctly rounded, as exp in double then rounded
+            arg = (iou_max[None] * iou_max[None] - iou * iou) * np.float32(sigma)
+            decay = np.exp(arg.astype(np.float64)).astype(np.float32)
+        else:  # "1." is a double: (1 - iou) / (1 - max_iou) in double, returned as float
+            decay = ((1.0 - iou.astype(np.float64)) / (1.0 - iou_max[None].astype(np.float64))).astype(np.float32)
+    lower = np.tril(np.ones((num_pre, num_pre), dtype=bool), -1)
+    # min_decay starts at 1; std::min(min, d) takes d only when d < min: NaN never
+    decay = np.where(lower & ~np.isnan(decay), decay, np.float32(1))
+    ds = (decay.min(axis=1) * s).astype(np.float32)
+    keep = ds > np.float32(post_threshold)
+    return order[keep], ds[keep]
+
+
+def matrix_nms(boxes, scores, *, score_threshold: float, post_threshold: float, nms_top_k: int, keep_top_k: int,
+               normalized: bool, use_gaussian: bool = False, gaussian_sigma: float = 2.0,
+               background_label: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image, ``boxes`` [M, 4] shared by the classes, ``scores`` [C, M]. Returns (rows float32
+    [K, 6] = [label, decayed score, x1, y1, x2, y2], box index int64 [K]) sorted by decayed score
+    across classes, as the kernel emits them; K may be 0."""
+    b, s = _numpy(boxes), _numpy(scores)
+    if b.ndim != 2 or b.shape[1] != 4 or s.ndim != 2 or s.shape[1] != b.shape[0]:
+        raise ValueError(f"matrix_nms needs boxes [M, 4], scores [C, M]; got {b.shape}, {s.shape}")
+    idx, dec, cls = [], [], []
+    for c in range(s.shape[0]):
+        if c == background_label:
+            continue
+        keep, ds = _matrix_nms_class(b, s[c], score_threshold, post_threshold, nms_top_k, normalized,
+                                     use_gaussian, gaussian_sigma)
+        idx.append(keep)
+        dec.append(ds)
+        cls.append(np.full(keep.size, c, np.float32))
+    idx, dec, cls = (np.concatenate(v) if v else np.zeros(0) for v in (idx, dec, cls))
+    num = idx.size if keep_top_k <= -1 else min(idx.size, keep_top_k)
+    pick = _std_partial_sort(dec.astype(np.float32), num)
+    rows = np.concatenate([cls[pick, None], dec[pick, None], b[idx[pick].astype(np.int64)]], axis=1)
+    return torch.from_numpy(rows.astype(np.float32).reshape(-1, 6)), torch.from_numpy(idx[pick].astype(np.int64))
 
 
 def _numpy(x) -> np.ndarray:
