@@ -14,6 +14,7 @@ from converters import registry
 from converters.arch.fast_scnn import FastSCNN, FastSCNNConfig
 from converters.arch.paddle_seg import SameConv2d, conv2d, resize
 from converters.engine import map_tensors
+from converters.paddle import seg_mobilenet_v3 as seg_mnv3
 from converters.paddle import segmentation as seg
 from test_paddle_cls_fixtures import write_fluid_dir, write_pdparams
 
@@ -22,7 +23,10 @@ MODELS = {"FastSCNN": {"dygraph": seg.fast_scnn_dygraph, "fluid": seg.fast_scnn_
           "DeepLabv3_Xception65": {"dygraph": lambda: iter([*seg.xception65_dygraph(), *seg.deeplab_head_dygraph()])},
           "DeepLabv3_MobileNetV2_x1.0": {
               "dygraph": lambda: iter([*seg.mobilenet_v2_dygraph(), *seg.deeplab_head_dygraph()]),
-              "fluid": lambda: iter([*seg.mobilenet_v2_fluid(), *seg.deeplab_head_fluid()])}}
+              "fluid": lambda: iter([*seg.mobilenet_v2_fluid(), *seg.deeplab_head_fluid()])},
+          "DeepLabv3_MobileNetV3_large_x1_0_ssld": {
+              "dygraph": lambda: iter([*seg_mnv3.trunk_dygraph(), *seg.deeplab_head_dygraph()]),
+              "fluid": lambda: iter([*seg_mnv3.trunk_fluid(), *seg_mnv3.lite_head_fluid()])}}
 # a tensor each layout's rules ignore: training-only heads, PaddleSeg's UNet classifier's second name
 AUX = {"dygraph": {"FastSCNN": ("auxlayer.conv.weight", (19, 32, 1, 1)), "UNet": ("conv.weight", (81, 64, 3, 3))},
        "fluid": {"FastSCNN": ("aux_layer_higher/logit/weights", (19, 32, 1, 1))}}
@@ -227,3 +231,61 @@ def test_deeplab_static_switches():
     with torch.no_grad():
         net.eval()(torch.randn(1, 3, 64, 64))
     assert feats[0].shape[1] == 5 * 256 and torch.equal(feats[0][:, :256, :1, :1], pooled[0])  # pool first
+
+
+def test_mobilenet_v3_deeplab_trunks():
+    """PaddleSeg 2.8's MobileNetV3_large_x1_0_os8 (block 6 unstrided and undilated, 7-12 dilated 2,
+    13-14 dilated 4) and the static halved trunk at output stride 32 with its 480-ch last conv."""
+    from converters.arch.deeplab_mobilenet_v3 import deeplab_mobilenet_v3
+    net = deeplab_mobilenet_v3(19)
+    blocks = net.backbone.blocks
+    assert net.backbone.channels == (24, 160) and net.backbone.last is None
+    assert [b.dw.conv.dilation[0] for b in blocks] == [1] * 7 + [2] * 6 + [4] * 2
+    assert [b.dw.conv.stride[0] for b in blocks] == [1, 2, 1, 2, 1, 1] + [1] * 9
+    assert all(b.dw.conv.padding[0] == (b.dw.conv.kernel_size[0] // 2) * b.dw.conv.dilation[0] for b in blocks)
+    assert net.aspp.branches[3].depthwise.conv.dilation == (36, 36) and net.aspp.project.conv.bias is not None
+    feats = []
+    net.aspp.register_forward_pre_hook(lambda _m, inp: feats.append(inp[0].shape))
+    net.decoder.reduce.register_forward_pre_hook(lambda _m, inp: feats.append(inp[0].shape))
+    with torch.no_grad():
+        assert net.eval()(torch.randn(1, 3, 64, 96)).shape == (1, 19, 64, 96)
+    assert feats == [(1, 160, 8, 12), (1, 24, 16, 24)]  # 1/8 and 1/4
+    net.set_numerics("paddlex")
+    blocks = net.backbone.blocks
+    assert net.backbone.channels == (120, 480) and not hasattr(net, "aspp") and not hasattr(net, "logit")
+    assert [b.project.bn.num_features for b in blocks[12:]] == [80] * 3 and blocks[12].dw.conv.stride == (2, 2)
+    assert all(b.dw.conv.dilation == (1, 1) for b in blocks) and net.head.kernel == (25, 25)
+    assert all(m.bias is None for m in net.head.modules() if isinstance(m, nn.Conv2d))
+    net.set_numerics("paddleseg")  # and back: the static head goes
+    assert not hasattr(net, "head") and net.backbone.channels == (24, 160)
+
+
+def test_mobilenet_v3_static_head_gates_and_merges():
+    """The static head from its definition: aspp0 x resized qsigmoid(conv(avgpool 25, stride (4, 5))),
+    resized to the tap (align_corners True), 1x1 to classes, plus the tap's own 1x1."""
+    from converters.arch.deeplab_mobilenet_v3 import LiteHead
+    torch.manual_seed(0)
+    head = LiteHead(16, 8, 5, channels=6).eval()
+    high, low = torch.randn(1, 16, 33, 40), torch.randn(1, 8, 130, 160)
+    with torch.no_grad():
+        got = head(high, low)
+        gate = F.conv2d(F.avg_pool2d(high, 25, (4, 5)), head.pool.weight)  # (33-25)//4+1 = 3, (40-25)//5+1 = 4
+        assert gate.shape[2:] == (3, 4)
+        gate = F.interpolate(torch.clamp(gate + 3, 0, 6) * 0.16667, (33, 40), mode="bilinear", align_corners=True)
+        y = F.interpolate(head.aspp0(high) * gate, (130, 160), mode="bilinear", align_corners=True)
+        ref = F.conv2d(y, head.project.weight) + F.conv2d(low, head.merge.weight)
+    assert torch.allclose(got, ref, atol=1e-5)
+    with pytest.raises(ValueError, match="769"):
+        head(torch.randn(1, 16, 24, 40), low)
+
+
+def test_mobilenet_v3_fluid_names_follow_paddleseg_0x():
+    fluid = {t: s for s, t, _ in seg_mnv3.trunk_fluid()}
+    assert fluid["backbone.stem.conv.weight"] == "conv1_weights"
+    assert fluid["backbone.blocks.14.se.expand.bias"] == "conv16_se_2_offset"
+    assert fluid["backbone.blocks.5.dw.bn.running_var"] == "conv7_depthwise_bn_variance"
+    assert fluid["backbone.last.bn.weight"] == "conv_last_bn_scale"
+    dy = {t: s for s, t, _ in seg_mnv3.trunk_dygraph()}
+    assert "backbone.last.conv.weight" not in dy
+    assert dy["backbone.blocks.3.se.reduce.weight"] == "backbone.blocks.3.mid_se.conv1.weight"
+    assert dy["backbone.blocks.0.dw.bn.running_mean"] == "backbone.blocks.0.bottleneck_conv.bn._mean"

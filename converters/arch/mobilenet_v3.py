@@ -49,10 +49,11 @@ class InvertedResidual(nn.Module):
     """expand 1x1 -> depthwise kxk (carries the stride) -> optional SE -> linear 1x1 projection;
     identity shortcut iff stride 1 and equal widths."""
 
-    def __init__(self, cin: int, mid: int, cout: int, kernel: int, stride, se: bool, act: str):
+    def __init__(self, cin: int, mid: int, cout: int, kernel: int, stride, se: bool, act: str,
+                 dilation: int = 1):
         super().__init__()
         self.expand = ConvBNAct(cin, mid, 1, act=act)
-        self.dw = ConvBNAct(mid, mid, kernel, stride, groups=mid, act=act)
+        self.dw = ConvBNAct(mid, mid, kernel, stride, groups=mid, act=act, dilation=dilation)
         self.se = SqueezeExcite(mid) if se else None
         self.project = ConvBNAct(mid, cout, 1)
         self.shortcut = stride in (1, (1, 1)) and cin == cout
@@ -67,25 +68,30 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV3Backbone(nn.Module):
     """Stem (3x3 stride 2, 16 x scale, hard_swish), the blocks, the last 1x1 conv (BN, hard_swish).
-    ``strides`` overrides the blocks' strides (PP-OCR's text models stride (2, 1) to keep width)."""
+    ``strides`` overrides the blocks' strides (PP-OCR's text models stride (2, 1) to keep width),
+    ``dilations`` their depthwise dilations (segmentation trunks at output stride 8); ``blocks`` and
+    ``last`` replace the arch's table and last width (PaddleSeg 0.x's halved segmentation trunk)."""
 
     def __init__(self, arch: str = "large", scale: float = 1.0,
-                 strides: Sequence[int | tuple[int, int]] | None = None):
+                 strides: Sequence[int | tuple[int, int]] | None = None, *,
+                 dilations: Sequence[int] | None = None, blocks: Sequence[BlockCfg] | None = None,
+                 last: int | None = None):
         super().__init__()
-        cfg = CONFIGS[arch]
-        if strides is not None and len(strides) != len(cfg):
-            raise ValueError(f"{arch}: {len(cfg)} block strides expected, got {len(strides)}")
+        cfg = CONFIGS[arch] if blocks is None else tuple(blocks)
+        for what, given in (("strides", strides), ("dilations", dilations)):
+            if given is not None and len(given) != len(cfg):
+                raise ValueError(f"{arch}: {len(cfg)} block {what} expected, got {len(given)}")
         width = make_divisible(16 * scale)
         self.stem = ConvBNAct(3, width, 3, 2, act="hardswish")
-        blocks = []
+        layers = []
         for i, b in enumerate(cfg):
             out = make_divisible(b.out * scale)
             stride = strides[i] if strides is not None else b.stride
-            blocks.append(InvertedResidual(width, make_divisible(b.expand * scale), out, b.kernel, stride,
-                                           b.se, b.act))
+            layers.append(InvertedResidual(width, make_divisible(b.expand * scale), out, b.kernel, stride,
+                                           b.se, b.act, dilations[i] if dilations is not None else 1))
             width = out
-        self.blocks = nn.Sequential(*blocks)
-        self.out_channels = make_divisible(LAST_CONV[arch] * scale)
+        self.blocks = nn.Sequential(*layers)
+        self.out_channels = make_divisible((LAST_CONV[arch] if last is None else last) * scale)
         self.last = ConvBNAct(width, self.out_channels, 1, act="hardswish")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

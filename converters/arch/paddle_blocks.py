@@ -27,12 +27,14 @@ def activation(name: str | None) -> nn.Module:
 
 
 class ConvBNAct(nn.Module):
-    """Bias-free conv, BatchNorm, optional activation (Paddle's ConvBNLayer)."""
+    """Bias-free conv, BatchNorm, optional activation (Paddle's ConvBNLayer); padding
+    (kernel - 1) // 2 x dilation keeps the size at stride 1."""
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int | tuple[int, int] = 1,
-                 groups: int = 1, act: str | None = None, bn_eps: float = 1e-5):
+                 groups: int = 1, act: str | None = None, bn_eps: float = 1e-5, dilation: int = 1):
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2, groups=groups, bias=False)
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, (kernel - 1) // 2 * dilation, dilation,
+                              groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout, eps=bn_eps)
         self.act = activation(act)
 

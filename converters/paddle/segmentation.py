@@ -240,7 +240,7 @@ def _build_deeplab(backbone: str, seed: int | None, **kwargs):
     with paddle.utils.unique_name.guard():
         if seed is not None:
             paddle.seed(seed)
-        trunk = getattr(paddleseg.models.backbones, backbone)()
+        trunk = paddleseg.cvlibs.manager.BACKBONES[backbone]()  # the registry: _os8 nets are not exported
         net = paddleseg.models.DeepLabV3P(backbone=trunk, **{"backbone_indices": (0, 3), **kwargs})
     net.eval()
     return net
