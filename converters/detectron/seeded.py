@@ -1,12 +1,12 @@
 """Synthetic Detectron checkpoints: every blob a real ``model_final.pkl`` (or ImageNet ``.pkl``) of
 a config holds, named by Detectron's scheme (converters.detectron._names), seeded values, written
-as Detectron's pickles are laid out (protocol 2, {"blobs": ..., "cfg": yaml}; ImageNet backbones
-a bare dict). Training checkpoints' momentum blobs and scalars are included so the ignore rules
+as Python 2's cPickle wrote Detectron's files (protocol 2; str keys and array data as Python-2
+``str``; {"blobs": ..., "cfg": yaml}, ImageNet backbones a bare dict). Training checkpoints' momentum blobs and scalars are included so the ignore rules
 are exercised. Caffe2 cannot be installed: these stand in for the source framework's files."""
 from __future__ import annotations
 
 import os
-import pickle
+import struct
 import tempfile
 from pathlib import Path
 
@@ -33,13 +33,13 @@ def make_blobs(layout: Layout, seed: int) -> dict[str, np.ndarray]:
             out[name] = bilinear_upsample_weight(shape[0], 2).numpy()
             continue
         if name.endswith("_bn_s"):
-            v = rng.uniform(0.5, 1.5, shape)
+            v = rng.uniform(0.5, 1.5, shape).astype(np.float32)
         elif name.endswith(("_b", "_bn_b")):
-            v = rng.normal(0.0, 0.1, shape)
+            v = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.1)
         else:
             fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
-            v = rng.normal(0.0, 1.0 / np.sqrt(fan_in), shape)
-        out[name] = v.astype(np.float32)
+            v = rng.standard_normal(shape, dtype=np.float32) * np.float32(1.0 / np.sqrt(fan_in))
+        out[name] = v
     return out
 
 
@@ -56,11 +56,13 @@ def write(layout: Layout, path: str | Path, seed: int = 0, momentum: bool = True
             frozen = ("conv1_", "res_conv1_", "res2_")  # and kps_score (do_not_update_params)
             extra = {f"{k}_momentum": np.zeros_like(v) for k, v in arrays.items()
                      if not k.startswith(frozen) and k not in ("kps_score_w", "kps_score_b")}
-            extra.update(lr=np.float32(0.0002), iter=np.int64(89999))
+            extra.update(lr=np.float32(0.0002), iter=89999)
         obj = {"blobs": {**arrays, **extra}, "cfg": f"MODEL:\n  TYPE: generalized_rcnn\n# {layout}\n"}
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     with os.fdopen(fd, "wb") as f:
-        pickle.dump(obj, f, protocol=2)
+        f.write(b"\x80\x02")
+        _py2(obj, f)
+        f.write(b".")
     os.replace(tmp, path)
     return path
 
@@ -72,3 +74,44 @@ def seeded_source(name: str, seed: int, root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{name}-seed{seed}-r{FORMAT}.pkl"
     return path if path.exists() else write(layout_of(cfg), path, seed)
+
+
+# --- Python 2 cPickle, protocol 2 (Python 3's pickle writes bytes through _codecs.encode instead)
+
+def _str(text: bytes) -> bytes:
+    """A Python-2 str: SHORT_BINSTRING or BINSTRING."""
+    return (b"U" + bytes([len(text)]) if len(text) < 256 else b"T" + struct.pack("<I", len(text))) + text
+
+
+def _int(v: int) -> bytes:
+    return b"K" + bytes([v]) if 0 <= v < 256 else b"J" + struct.pack("<i", v)
+
+
+def _dtype(dt: np.dtype) -> bytes:
+    order = b"|" if dt.itemsize == 1 else b"<"
+    return (b"cnumpy\ndtype\n" + _str(dt.str[1:].encode()) + b"K\x00K\x01\x87R(K\x03" + _str(order)
+            + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb")
+
+
+def _py2(obj, f) -> None:
+    if isinstance(obj, dict):
+        f.write(b"}(")
+        for k, v in obj.items():
+            _py2(k, f)
+            _py2(v, f)
+        f.write(b"u")
+    elif isinstance(obj, str):
+        f.write(_str(obj.encode("latin1")))
+    elif isinstance(obj, int):
+        f.write(_int(obj))
+    elif isinstance(obj, np.generic):
+        f.write(b"cnumpy.core.multiarray\nscalar\n" + _dtype(obj.dtype) + _str(obj.tobytes()) + b"\x86R")
+    elif isinstance(obj, np.ndarray):
+        a = np.ascontiguousarray(obj.astype(obj.dtype.newbyteorder("<")))
+        shape = b"(" + b"".join(_int(d) for d in a.shape) + b"t"
+        f.write(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + _str(b"b") + b"\x87R(K\x01"
+                + shape + _dtype(a.dtype) + b"\x89" + b"T" + struct.pack("<I", a.nbytes))
+        f.write(memoryview(a).cast("B"))
+        f.write(b"tb")
+    else:
+        raise TypeError(f"no Python-2 pickle form for {type(obj).__name__}")
