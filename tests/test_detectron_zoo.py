@@ -16,7 +16,7 @@ import torch
 from converters import registry
 from converters.detectron import seeded
 from converters.detectron._names import Layout, blobs
-from converters.detectron.common import CONFIGS
+from converters.detectron.common import CONFIGS, PIXEL_MEANS, detectron_blob
 from converters.engine import map_tensors
 from converters.errors import MappingError, ReaderError
 from converters.io import detectron_pkl
@@ -191,11 +191,17 @@ def test_class_layout_and_ignores(converted):
 # ------------------------------------------------------------------------------- end to end
 
 def _bgr_input(rgb: np.ndarray, short: int = 256) -> torch.Tensor:
+    return detectron_blob(np.ascontiguousarray(rgb[..., ::-1]), short, 1333)[0]
+
+
+def test_detectron_blob_is_prep_im_for_blob():
+    """Means subtracted before one float resize; im_scale by Detectron's rounding rule."""
     import cv2
-    from converters.detectron.common import PIXEL_MEANS
-    f = short / min(rgb.shape[:2])
-    img = cv2.resize(rgb[..., ::-1], None, fx=f, fy=f, interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    return torch.from_numpy(img - np.array(PIXEL_MEANS, np.float32)).permute(2, 0, 1)
+    img = sample_photos(("coffee",))[0][1][..., ::-1]  # 400 x 600
+    x, scale = detectron_blob(np.ascontiguousarray(img), 800, 1000)
+    assert scale == 1000 / 600 and tuple(x.shape) == (3, 667, 1000)
+    ref = cv2.resize(img.astype(np.float32) - np.array(PIXEL_MEANS, np.float32), None, None, fx=scale, fy=scale)
+    assert np.abs(x.numpy().transpose(1, 2, 0) - ref).max() <= 1e-3
 
 
 @pytest.mark.parametrize("name", ["e2e_mask_rcnn_R-50-FPN_1x", "retinanet_R-50-FPN_1x"])

@@ -24,8 +24,9 @@ MODELS = (  # name, path under the zoo
     ("R-101", "ImageNetPretrained/MSRA/R-101.pkl"),
     ("X-101-32x8d", "ImageNetPretrained/20171220/X-101-32x8d.pkl"),
 )
-# MSRA's Caffe ResNets and FB's Caffe2 ResNeXt take BGR 0-255 minus Detectron's means, 224 crops
-PREPROCESS = replace(imagenet_eval(224), color="BGR", scale=1.0, mean=PIXEL_MEANS, std=(1.0, 1.0, 1.0))
+# Detectron's input convention (BGR 0-255 minus PIXEL_MEANS, std 1) on ImageNet's 256 / 224 centre crop
+PREPROCESS = replace(imagenet_eval(224), preset="detectron", color="BGR", scale=1.0, mean=PIXEL_MEANS,
+                     std=(1.0, 1.0, 1.0))
 
 for _name, _path in MODELS:
     CONFIGS[_name] = DetectronConfig(_name, "classifier")

@@ -32,3 +32,22 @@ def detectron_weights(name: str, path: str) -> SourceWeights:
     """A Detectron model-zoo pickle (the zoo publishes md5 sums only: no sha1 is recorded; the
     manifest keeps the sha256 of the file read)."""
     return SourceWeights(name=name, sha1=None, url=ZOO + path, filename=f"{name}.pkl", archive="none")
+
+
+def detectron_blob(bgr, short: int = 800, max_size: int = 1333):
+    """Detectron's own test input (blob_utils.get_image_blob / prep_im_for_blob), exactly: float32
+    BGR minus PIXEL_MEANS (float64, in place), then ONE cv2.resize of the float image by
+    im_scale = short / min side, or max_size / max side if round(im_scale * max side) > max_size.
+    Returns (CHW float32 tensor, im_scale). The registry's Preprocess record resizes the uint8
+    image first (the shared pipeline's order), which differs by rounding (< 0.5 levels)."""
+    import cv2
+    import numpy as np
+    import torch
+    im = bgr.astype(np.float32, copy=True)
+    im -= np.array(PIXEL_MEANS)
+    lo, hi = min(im.shape[:2]), max(im.shape[:2])
+    scale = float(short) / float(lo)
+    if np.round(scale * hi) > max_size:
+        scale = float(max_size) / float(hi)
+    im = cv2.resize(im, None, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    return torch.from_numpy(np.ascontiguousarray(im.transpose(2, 0, 1))), scale
