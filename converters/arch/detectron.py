@@ -257,8 +257,11 @@ class DetectronRetinaNet(_Switches, RetinaNet):
     (weights 1), clip to W - 1; per-class NMS with +1 IoU over all levels; top 100."""
 
     def postprocess_detections(self, head_outputs, anchors, image_sizes):
+        """Labels are Detectron's class indices 1..80 in both numerics (torchvision's RetinaNet
+        counts from 0), as the R-CNNs' (background 0) are."""
         if not self.box_coder.plus_one:
-            return super().postprocess_detections(head_outputs, anchors, image_sizes)
+            out = super().postprocess_detections(head_outputs, anchors, image_sizes)
+            return [{**d, "labels": d["labels"] + 1} for d in out]
         k = head_outputs["cls_logits"][0].shape[-1]
         out = []
         for i, hw in enumerate(image_sizes):
@@ -274,7 +277,7 @@ class DetectronRetinaNet(_Switches, RetinaNet):
                 b = self.box_coder.decode_single(reg[i][a], anc[a])
                 boxes.append(ops.clip_boxes(b, hw, True))
                 scores.append(p)
-                labels.append(idx % k)
+                labels.append(idx % k + 1)
             b, s, lab = torch.cat(boxes), torch.cat(scores), torch.cat(labels)
             keep = ops.batched_nms(b, s, lab, self.nms_thresh, True)[: self.detections_per_img]
             out.append({"boxes": b[keep], "scores": s[keep], "labels": lab[keep]})

@@ -4,7 +4,7 @@
 (A, C)), torchvision's RetinaNetClassificationHead reads (A, K) the same way; the anchor order
 (3 octaves, each with ratios (1, 2, 0.5)) is made by the anchor generator, so no value changes.
 Heads exist only for P3 (``*_fpn3``; P4-P7 share them), like torchvision's shared heads.
-Labels come out 0-based over 80 classes (Detectron's class = label + 1)."""
+Labels are Detectron's class indices 1..80 (torchvision's RetinaNet counts from 0)."""
 from __future__ import annotations
 
 import functools
