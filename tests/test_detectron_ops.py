@@ -346,3 +346,66 @@ def test_mask_pasting_convention():
     for i in range(len(boxes)):
         want = np_paste_mask(masks[i, 0], boxes[i], 150, 200)
         assert (got[i].numpy() != want).mean() <= 0.002, i
+
+
+# ------------------------------------------------------------------------------- composite post-processing
+
+def np_softmax(x):
+    e = np.exp(x - x.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def np_box_results(scores, boxes, thresh=0.05, nms=0.5, limit=100):
+    """Detectron test.box_results_with_nms_and_limit: per class j >= 1, scores > thresh, NMS (+1),
+    then keep detections scoring at least the limit-th best over all classes."""
+    out = []
+    for j in range(1, scores.shape[1]):
+        inds = np.where(scores[:, j] > thresh)[0]
+        dets = np.concatenate([boxes[inds, 4 * j:4 * j + 4], scores[inds, j:j + 1]], 1)
+        out += [(j, *dets[k]) for k in np_nms(dets, nms)]
+    out.sort(key=lambda r: -r[5])
+    if len(out) > limit:
+        th = out[limit - 1][5]
+        out = [r for r in out if r[5] >= th]
+    return out
+
+
+def test_box_postprocess_matches_detectron():
+    """DetectronRoIHeads.postprocess_detections: decode (10, 10, 5, 5) +1, clip to W - 1, softmax,
+    per-class NMS +1, top 100, against numpy bbox_transform + clip_tiled_boxes + box_results."""
+    rng = np.random.default_rng(8)
+    model = build(DetectronConfig("R-50", "faster"))
+    rois = _boxes(rng, 400, 300.0)
+    logits = rng.normal(0, 2, (400, 81)).astype(np.float32)
+    deltas = rng.normal(0, 1, (400, 324)).astype(np.float32)
+    boxes, scores, labels = model.roi_heads.postprocess_detections(
+        torch.from_numpy(logits), torch.from_numpy(deltas), [torch.from_numpy(rois)], [(320, 480)])
+    dec = np_bbox_transform(rois, deltas, (10.0, 10.0, 5.0, 5.0))
+    dec[:, 0::2], dec[:, 1::2] = np.clip(dec[:, 0::2], 0, 479), np.clip(dec[:, 1::2], 0, 319)
+    want = np_box_results(np_softmax(logits.astype(np.float64)), dec)
+    got = sorted(zip(labels[0].tolist(), *boxes[0].T.tolist(), scores[0].tolist()), key=lambda r: -r[5])
+    assert len(got) == len(want) == 100
+    assert [g[0] for g in got] == [w[0] for w in want]
+    assert np.abs(np.array(got)[:, 1:] - np.array(want)[:, 1:]).max() <= 1e-3
+
+
+def test_rpn_filter_matches_generate_proposals():
+    """DetectronRPN.filter_proposals on one level: top-n by score, clip to W - 1, Detectron's
+    _filter_boxes (min size 0, centre inside the image), NMS 0.7 (+1), top post_nms_top_n."""
+    rng = np.random.default_rng(9)
+    model = build(DetectronConfig("R-50", "faster"))
+    rpn = model.rpn
+    rpn._pre_nms_top_n, rpn._post_nms_top_n = {"testing": 300}, {"testing": 100}
+    anchors = _boxes(rng, 2000, 260.0) - 20
+    deltas = rng.normal(0, 0.5, (2000, 4)).astype(np.float32)
+    logits = rng.normal(0, 2, 2000).astype(np.float32)
+    props = np_bbox_transform(anchors, deltas, (1.0, 1.0, 1.0, 1.0)).astype(np.float32)
+    got, got_s = rpn.filter_proposals(torch.from_numpy(props)[None], torch.from_numpy(logits)[None], [(200, 240)], [2000])
+    order = np.argsort(-logits, kind="stable")[:300]
+    b, s = props[order].astype(np.float64), 1 / (1 + np.exp(-logits[order].astype(np.float64)))
+    b[:, 0::2], b[:, 1::2] = np.clip(b[:, 0::2], 0, 239), np.clip(b[:, 1::2], 0, 199)
+    ws, hs = b[:, 2] - b[:, 0] + 1, b[:, 3] - b[:, 1] + 1
+    keep = (ws >= 0) & (hs >= 0) & (b[:, 0] + ws / 2 < 240) & (b[:, 1] + hs / 2 < 200)
+    b, s = b[keep], s[keep]
+    k = np_nms(np.concatenate([b, s[:, None]], 1), 0.7)[:100]
+    assert np.abs(got[0].numpy() - b[k]).max() <= 1e-4 and np.abs(got_s[0].numpy() - s[k]).max() <= 1e-6
