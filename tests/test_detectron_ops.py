@@ -409,3 +409,14 @@ def test_rpn_filter_matches_generate_proposals():
     b, s = b[keep], s[keep]
     k = np_nms(np.concatenate([b, s[:, None]], 1), 0.7)[:100]
     assert np.abs(got[0].numpy() - b[k]).max() <= 1e-4 and np.abs(got_s[0].numpy() - s[k]).max() <= 1e-6
+
+
+def test_c4_unpadded_input_keeps_stride_16():
+    """Detectron pads only FPN inputs: a C4 input 1201 wide gives a 76-wide res4 map whose anchors
+    still step by 16 (torchvision would infer 1201 // 76 = 15)."""
+    model = build(DetectronConfig("R-50", "faster", fpn=False, sampling_ratio=0))
+    images, _ = model.transform([torch.zeros(3, 161, 1201)])
+    assert tuple(images.tensors.shape[-2:]) == (161, 1201)
+    anchors = model.rpn.anchor_generator(images, [torch.zeros(1, 8, 11, 76)])[0].reshape(11, 76, 15, 4)
+    assert torch.equal(anchors[0, 1] - anchors[0, 0], torch.tensor([16.0, 0, 16, 0]).expand(15, 4))
+    assert torch.equal(anchors[1, 0] - anchors[0, 0], torch.tensor([0, 16.0, 0, 16]).expand(15, 4))

@@ -115,6 +115,15 @@ class DetectronAnchorGenerator(AnchorGenerator):
     def num_anchors_per_location(self) -> list[int]:
         return [len(c) for c in self.cells]
 
+    def forward(self, image_list, feature_maps: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Anchors at the levels' fixed strides (torchvision infers image size // map size, which
+        is 15, not 16, on an unpadded C4 input 1201 wide)."""
+        device = feature_maps[0].device
+        self.set_cell_anchors(feature_maps[0].dtype, device)
+        strides = [[torch.tensor(s, dtype=torch.int64, device=device)] * 2 for s in self.strides]
+        levels = self.grid_anchors([list(f.shape[-2:]) for f in feature_maps], strides)
+        return [torch.cat(levels) for _ in image_list.image_sizes]
+
 
 class DetectronRPN(RegionProposalNetwork):
     """``plus_one``: Detectron's proposal filter per level: clip to W - 1, keep w, h >= 1 (+1
@@ -358,7 +367,7 @@ def build(cfg: DetectronConfig) -> nn.Module:
                                       keypoint_predictor=DetectronKeypointPredictor(512, cfg.num_keypoints))
     else:
         raise ValueError(f"unknown Detectron head {cfg.head!r}")
-    _legacy_parts(model, size_divisible=32 if cfg.fpn else 16)
+    _legacy_parts(model, size_divisible=32 if cfg.fpn else 1)  # C4: Detectron pads only FPN inputs
     return model.eval()
 
 
