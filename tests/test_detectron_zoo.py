@@ -204,7 +204,7 @@ def test_detectron_blob_is_prep_im_for_blob():
     assert np.abs(x.numpy().transpose(1, 2, 0) - ref).max() <= 1e-3
 
 
-@pytest.mark.parametrize("name", ["e2e_mask_rcnn_R-50-FPN_1x", "retinanet_R-50-FPN_1x"])
+@pytest.mark.parametrize("name", ["e2e_mask_rcnn_R-50-FPN_1x", "e2e_keypoint_rcnn_R-50-FPN_1x", "retinanet_R-50-FPN_1x"])
 def test_end_to_end_deterministic_on_photographs(converted, name):
     """Two runs on a real photograph give identical outputs; the Detectron numerics change them
     against torchvision's (the switches are live end to end)."""

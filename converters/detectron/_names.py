@@ -8,11 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BODIES = {  # name: (blocks per stage res2..res5, groups, width per group at res2, stride_in_1x1)
-    "R-50": ((3, 4, 6, 3), 1, 64, True),
-    "R-101": ((3, 4, 23, 3), 1, 64, True),
-    "X-101-32x8d": ((3, 4, 23, 3), 32, 8, False),
-}
+from ..arch.detectron import BODIES  # (blocks per stage res2..res5, groups, width per group, stride_in_1x1)
 
 
 @dataclass(frozen=True)
