@@ -420,3 +420,27 @@ def test_c4_unpadded_input_keeps_stride_16():
     anchors = model.rpn.anchor_generator(images, [torch.zeros(1, 8, 11, 76)])[0].reshape(11, 76, 15, 4)
     assert torch.equal(anchors[0, 1] - anchors[0, 0], torch.tensor([16.0, 0, 16, 0]).expand(15, 4))
     assert torch.equal(anchors[1, 0] - anchors[0, 0], torch.tensor([0, 16.0, 0, 16]).expand(15, 4))
+
+
+def test_retinanet_reads_logits_anchor_major_in_detectron_anchor_order():
+    """Only output channel a * 80 + c of retnet_cls_pred fires (Detectron's (A, C) layout): every
+    detection is class c + 1 with the shape of Detectron's anchor a (octave a // 3, ratio
+    (1, 2, 0.5)[a % 3]); zero deltas decode (+1) to the anchor itself."""
+    model = build(DetectronConfig("R-50", "retinanet"))
+    a, c = 5, 17  # octave 1, ratio 0.5
+    head = model.head
+    with torch.no_grad():
+        for p in (head.classification_head.cls_logits.weight, head.regression_head.bbox_reg.weight,
+                  head.regression_head.bbox_reg.bias):
+            p.zero_()
+        head.classification_head.cls_logits.bias.fill_(-10.0)
+        head.classification_head.cls_logits.bias[a * 80 + c] = 10.0
+        out = model([torch.zeros(3, 256, 256)])[0]
+    assert len(out["boxes"]) > 0 and torch.all(out["labels"] == c + 1)
+    sizes = {tuple(np_generate_anchors(2 ** k, (4 * 2 ** k * 2 ** (1 / 3),), (0.5,))[0, 2:] + 1
+                   - np_generate_anchors(2 ** k, (4 * 2 ** k * 2 ** (1 / 3),), (0.5,))[0, :2]) for k in range(3, 8)}
+    b = out["boxes"].numpy()
+    inside = (b[:, 0] > 0) & (b[:, 1] > 0) & (b[:, 2] < 255) & (b[:, 3] < 255)  # unclipped ones
+    assert inside.any()
+    for w, h in zip(b[inside, 2] - b[inside, 0] + 1, b[inside, 3] - b[inside, 1] + 1):
+        assert any(abs(w - sw) < 1e-3 and abs(h - sh) < 1e-3 for sw, sh in sizes), (w, h)
