@@ -13,6 +13,7 @@ from torch import nn
 from . import __version__, integrity, registry
 from .engine import MappingRow, load_into, map_tensors
 from .errors import MappingError, ZooportError
+from .io import detectron_pkl
 from .io import paddle as paddle_io
 from .io.mxnet_params import read_checkpoint
 from .io.writer import write_outputs
@@ -25,6 +26,7 @@ READERS: Mapping[str, Callable[[Path], tuple[dict[str, np.ndarray], str]]] = {
     "mxnet-params": read_checkpoint,
     "paddle-checkpoint": paddle_io.read_checkpoint,  # .pdparams (dygraph) or a fluid directory
     "paddle-inference": paddle_io.read_inference_path,  # .pdmodel + .pdiparams
+    "detectron-pkl": detectron_pkl.read_checkpoint,  # Detectron's Python-2 weight pickles
 }
 FORMATS = {"safetensors": ".safetensors", "pth": ".pth"}
 

@@ -16,7 +16,7 @@ from .fixups import Fixup
 from .rules import Default, Ignore, Rule
 from .sources import SourceWeights
 
-FRAMEWORK_PACKAGES = ("converters.gluon", "converters.paddle")  # detectron joins here
+FRAMEWORK_PACKAGES = ("converters.gluon", "converters.paddle", "converters.detectron")
 
 
 @dataclass(frozen=True)

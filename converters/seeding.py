@@ -16,6 +16,9 @@ def seeded_source(spec: ModelSpec, seed: int) -> Path:
     if spec.framework == "paddle":
         from .paddle import seeded as paddle_seeded  # builds with paddle itself
         return paddle_seeded.seeded_source(spec, seed, default_src_dir() / "seeded")
+    if spec.framework == "detectron":  # Caffe2 cannot be installed: Detectron's naming scheme, seeded values
+        from .detectron import seeded as detectron_seeded
+        return detectron_seeded.seeded_source(spec.name, seed, default_src_dir() / "seeded")
     if spec.framework != "gluon":
         raise ZooportError(f"{spec.name}: no seeded-source builder for framework {spec.framework!r}")
     from .gluon import seeded

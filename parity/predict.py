@@ -36,6 +36,8 @@ class EvalError(ZooportError):
 
 
 def _numpy(value: Any) -> Any:
+    if isinstance(value, dict):  # torchvision detection outputs: one dict per image
+        return {k: _numpy(v) for k, v in value.items()}
     if isinstance(value, (tuple, list)):
         return tuple(_numpy(v) for v in value)
     if isinstance(value, torch.Tensor):
@@ -161,6 +163,8 @@ def detect(out: tuple, preset: str, input_hw: tuple[int, int], orig_hw: tuple[in
     scaling, so those boxes are kept too ("input_boxes", "input_scale"); COCO's metric scales each axis
     by original / input. eval_faster_rcnn clips to the last pixel (W-1, H-1) and multiplies both axes
     by im_scale = original H / resized H."""
+    if preset == "detectron":
+        return _detectron(out[0], input_hw, orig_hw, scale)
     ids, scores, boxes = (np.asarray(o)[0] for o in out[:3])  # Mask R-CNN's masks follow: box metric only
     keep = ids.reshape(-1) >= 0
     boxes = boxes.reshape(-1, 4)[keep].astype(np.float64)
@@ -178,6 +182,18 @@ def detect(out: tuple, preset: str, input_hw: tuple[int, int], orig_hw: tuple[in
         boxes = clipped * [ow / w, oh / h, ow / w, oh / h]
     return {"boxes": boxes, "labels": ids.reshape(-1)[keep].astype(np.int64),
             "scores": scores.reshape(-1)[keep].astype(np.float64), **extra}
+
+
+def _detectron(out: dict, input_hw: tuple[int, int], orig_hw: tuple[int, int],
+               scale: tuple[float, float] | None) -> dict:
+    """A torchvision-style dict (labels 1..80, Detectron's class index) -> contiguous 0-based labels,
+    boxes divided by im_scale and clipped to the original's last pixel (Detectron's json boxes)."""
+    (h, w), (oh, ow) = input_hw, orig_hw
+    sx, sy = scale if scale is not None else (w / ow, h / oh)
+    boxes = np.asarray(out["boxes"], dtype=np.float64).reshape(-1, 4) / [sx, sy, sx, sy]
+    boxes = np.clip(boxes, 0, [ow - 1, oh - 1, ow - 1, oh - 1])
+    return {"boxes": boxes, "labels": np.asarray(out["labels"]).reshape(-1).astype(np.int64) - 1,
+            "scores": np.asarray(out["scores"]).reshape(-1).astype(np.float64)}
 
 
 def gt_at_input_scale(boxes: np.ndarray, scale: tuple[float, float]) -> np.ndarray:

@@ -74,11 +74,11 @@ PRESETS: dict[str, Preprocess] = {
 }
 # presets whose source pipeline is cv2 code itself (PaddleClas): their "mxnet" variant, "the
 # source framework's own pipeline", is cv2-exact
-CV2_SOURCES = frozenset({"paddleclas", "ppdet", "paddleseg"})
+CV2_SOURCES = frozenset({"paddleclas", "ppdet", "paddleseg", "detectron"})
 
-# ppdet's NormalizeImage and paddleseg's normalize subtract and divide by float64 arrays in place:
+# ppdet's NormalizeImage, paddleseg's normalize and Detectron's im -= PIXEL_MEANS work on float64 arrays in place:
 # each step is computed in float64 and rounded back to float32
-F64_MEAN_STD = frozenset({"ppdet", "paddleseg"})
+F64_MEAN_STD = frozenset({"ppdet", "paddleseg", "detectron"})
 
 POSE_UPSCALE = 1.25  # gluoncv's detector_to_simple_pose default
 

@@ -74,6 +74,10 @@ def oracle_for(result: ConversionResult):
     if spec.source_format == "paddle-checkpoint":
         from .oracles.paddle_dygraph import DygraphOracle
         return DygraphOracle(spec, result.source, result.layout)
+    if spec.framework == "detectron":
+        raise ParityError(f"{spec.name}: no oracle: Caffe2 (Detectron's runtime) cannot be installed; "
+                          "Detectron models are checked by exact transfer and per-op tests against numpy "
+                          "definitions (tests/test_detectron_zoo.py, tests/test_detectron_ops.py)")
     if spec.framework != "gluon":
         raise ParityError(f"{spec.name}: no oracle for framework {spec.framework!r}")
     from .oracles.mxnet import GluonOracle

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from converters.errors import ZooportError
-from converters.io import mxnet_params, safe_pickle
+from converters.io import detectron_pkl, mxnet_params, safe_pickle
 from converters.io import paddle as paddle_io
 from tests import fuzz_seeds as fs
 
@@ -102,7 +102,7 @@ TARGETS = {t.name: t for t in [
            paddle_io.read_inference_path),
     Target("fluid", "binary", lambda: [fs.fluid_var_seed()], _fluid_dir, paddle_io.read_fluid_dir),
     Target("pkl", "pickle", lambda: [fs.pkl_py2_seed(), fs.pkl_seed(2), fs.pkl_seed(4)],
-           _as("model_final.pkl"), lambda p: safe_pickle.load(p, encoding="latin1")),
+           _as("model_final.pkl"), detectron_pkl.read_pkl),
     Target("pdiparams.info", "pickle", lambda: [fs.info_seed()], _as("inference.pdiparams.info"),
            paddle_io.read_params_info),
 ]}

@@ -6,8 +6,8 @@ Pickle inputs and how each is read:
 * ``.pdparams`` (paddle.save) and ``fluid.save``'s ``model.pdparams``: converters.io.safe_pickle;
 * ``<prefix>.pdiparams.info`` beside an inference model: safe_pickle (paddle.jit.load would
   unpickle it with plain pickle in `verify`'s oracle, so zooport checks it first);
-* Detectron ``.pkl``: safe_pickle with encoding="latin1" (Python-2 pickles); the Detectron reader
-  joins READERS below in one line once it lands;
+* Detectron ``.pkl``: converters.io.detectron_pkl, safe_pickle with encoding="latin1" (Python-2
+  pickles);
 * ``.pth`` is never a *source* (no source format is a torch pickle); zooport reads a ``.pth`` only
   as its own output (``converters.load``, ``zooport verify --weights``), through
   ``torch.load(weights_only=True)``, torch's allow-list unpickler, which no environment variable
@@ -33,6 +33,7 @@ import torch
 from typer.testing import CliRunner
 
 from converters.errors import ReaderError, ZooportError
+from converters.io import detectron_pkl
 from converters.io import paddle as paddle_io
 from converters.io import safe_pickle
 from converters.io.writer import read_weights
@@ -93,7 +94,7 @@ READERS = [
     Reader("fluid.save pickle", _file("model.pdparams"), paddle_io.read_checkpoint),
     Reader("pdiparams.info", _inference_with_info, paddle_io.read_inference_path),
     Reader("pkl latin1", _file("model_final.pkl"), read_pkl),
-    # Reader("detectron pkl", _file("model_final.pkl"), detectron_pkl.read_pkl),  # after the merge
+    Reader("detectron pkl", _file("model_final.pkl"), detectron_pkl.read_pkl),
     Reader("pth zip", _file("evil.pth", _pth_zip), read_weights),
     Reader("pth legacy", _file("evil.pth"), read_weights),
 ]

@@ -75,6 +75,13 @@ def test_weights_record_is_well_formed(spec, monkeypatch):
         assert urlparse(w.url).scheme == "https" and w.url.endswith((".tar", ".tgz", ".tar.gz"))
         assert "/" not in w.filename
         return
+    if spec.framework == "detectron":  # the model zoo's own pickle; it publishes md5 sums only
+        url = urlparse(w.url)
+        assert w.archive == "none" and w.sha1 is None and w.filename == f"{spec.name}.pkl"
+        assert url.scheme == "https" and url.netloc == "dl.fbaipublicfiles.com" and url.path.startswith("/detectron/")
+        assert url.path.endswith((f"/{spec.name}.pkl", "/model_final.pkl"))
+        assert spec.name.startswith(("R-", "X-")) or f"/{spec.name}.yaml." in url.path  # the config's own run
+        return
     if spec.framework == "paddle":  # one fluid.save pickle; the PaddleX tables publish no hashes
         assert w.archive == "none" and w.sha1 is None and w.url.endswith(".pdparams") and w.filename.endswith(".pdparams")
         return
@@ -137,6 +144,6 @@ def test_rules_are_documented(spec):
     for f in spec.fixups:
         assert f.name and f.why.strip()
     from converters.pipeline import READERS
-    assert spec.framework in ("gluon", "paddle") and spec.task in (
+    assert spec.framework in ("gluon", "paddle", "detectron") and spec.task in (
         "classification", "detection", "segmentation", "pose", "text-detection", "text-recognition")
     assert spec.source_format in READERS

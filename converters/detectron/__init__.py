@@ -1,0 +1,1 @@
+"""Detectron (Caffe2) model-zoo checkpoints -> torchvision detection models."""
