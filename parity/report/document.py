@@ -75,8 +75,9 @@ def mapping(r: dict) -> list:
 def layers(r: dict) -> list:
     L = r["layers"]
     first = L["first_divergent"]
-    text = (f"{L['pairs']} layer pairs compared on {len(L['images'])} photographs ({', '.join(L['images'])}), "
-            f"{L['variant']} preprocessing. A pair passes when max |err| / max |ref| is at most "
+    n = len(L["images"])
+    text = (f"{L['pairs']} layer pairs compared on {n} input{'s' if n > 1 else ''} ({', '.join(L['images'])}), "
+            f"{_variant(L['variant'])}. A pair passes when max |err| / max |ref| is at most "
             f"{L['tolerance']:g}, or {L['floor_factor']:g}× its fp32 floor where that is larger. Worst: "
             f"{e(L['max_needed'])} ({L['max_ratio']:.2f} of what its pair allows). First divergence: "
             f"{first or 'none'}.")
@@ -92,6 +93,11 @@ def layers(r: dict) -> list:
     return out
 
 
+def _variant(name: str) -> str:
+    return ("the source's own preprocessing (variant `mxnet`: gluoncv's transforms, or the Paddle "
+            "pipeline's cv2 code)" if name == "mxnet" else f"`{name}` preprocessing")
+
+
 def preprocessing(r: dict) -> list:
     p = r["preprocessing"]
     out = [Heading("Preprocessing differences")]
@@ -104,7 +110,7 @@ def preprocessing(r: dict) -> list:
     bins = [f"{a}" if b == a + 1 else f"{a}–{b - 1}" for a, b in zip(edges, edges[1:])]
     hrows = [[v] + ([str(n) for n in c] if c else ["other shape"] * len(bins)) for v, c in hist["counts"].items()]
     return out + [
-        Para(f"uint8 network inputs of each variant against the source pipeline ({p['reference']}) on "
+        Para(f"uint8 network inputs of each variant against {_variant(p['reference'])} on "
              f"{next(iter(p['variants'].values()))['images']} photographs, in 8-bit levels."),
         Table(["variant", "identical images", "mean |diff|", "max |diff|", "values differing", "other shape"],
               rows, right={2, 3, 4}),
