@@ -28,18 +28,25 @@ def _offline(monkeypatch):
     monkeypatch.setenv("MXNET_GLUON_REPO", "http://127.0.0.1:9/")  # a download attempt fails fast
 
 
-def _build(out: Path) -> dict:
-    res = runner.invoke(app, ["report", MODEL, "--init", "random", "--out", str(out)])
+def _build(out: Path, data: Path) -> dict:
+    res = runner.invoke(app, ["report", MODEL, "--init", "random", "--data", str(data), "--out", str(out)])
     assert res.exit_code == 0, res.stderr or res.stdout
     return json.loads((out / f"{MODEL}.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def folder(tmp_path_factory):
+    """Six real photographs as a class-folder dataset (the kind CIFAR models are evaluated on)."""
+    from parity.fixtures import build_tiny
+    return build_tiny("folder", tmp_path_factory.mktemp("data") / "folder", 6)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, folder):
     out = tmp_path_factory.mktemp("reports")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MXNET_GLUON_REPO", "http://127.0.0.1:9/")
-        return out, _build(out)
+        return out, _build(out, folder)
 
 
 # -- schema (no frameworks) ------------------------------------------------------------------------
@@ -91,6 +98,11 @@ def test_report_matches_schema_and_holds_every_section(built):
     assert set(report["preprocessing"]["variants"]) == {"cv2-exact", "pil", "torchvision"}
     assert report["preprocessing"]["variants"]["cv2-exact"]["max_abs"] == 0  # bit-exact to gluoncv's
     assert report["preprocessing"]["variants"]["pil"]["max_abs"] > 0
+    ev, ladder = report["metrics"]["evaluation"], report["metrics"]["ladder"]
+    assert {(r["framework"], r["preprocess"]) for r in ev["rows"]} == {
+        (f, v) for f in ("torch", "mxnet") for v in ("mxnet", "cv2-exact", "pil", "torchvision")}
+    assert ladder["steps"][0]["stage"] == "source" and ladder["target"]["preprocess"] == "pil"
+    assert ladder["sum_of_deltas"] == pytest.approx(ladder["total_gap"], abs=1e-12)
     perf = report["performance"]
     assert perf["source_framework"] == "mxnet" and perf["torch"]["median_ms"] > 0 and perf["source"]["peak_rss_mib"] > 0
     md = (out / f"{MODEL}.md").read_text()
@@ -102,9 +114,9 @@ def test_report_matches_schema_and_holds_every_section(built):
 
 
 @pytest.mark.oracle
-def test_two_runs_agree_apart_from_measurements(built, tmp_path):
+def test_two_runs_agree_apart_from_measurements(built, folder, tmp_path):
     out, first = built
-    second = _build(tmp_path)
+    second = _build(tmp_path, folder)
     assert model.without_measurements(first) == model.without_measurements(second)
     assert first["performance"]["torch"]["median_ms"] is not None  # the dropped fields were there
     for png in ("depth", "preprocess"):
@@ -126,6 +138,8 @@ def test_index_table_and_reproducible_tarball(built, tmp_path):
     md = paths["md"].read_text()
     row = next(line for line in md.splitlines() if line.startswith(f"| {MODEL} |"))
     assert "seeded" in row and "PASS" in row and f"{report['layers']['max_needed']:.2e}" in row
+    top1 = {r["preprocess"]: r["metrics"]["top1"] for r in report["metrics"]["evaluation"]["rows"] if r["framework"] == "torch"}
+    assert all(f"top1 {top1[v]:.4f}" in row for v in ("mxnet", "cv2-exact", "pil", "torchvision"))
     with tarfile.open(paths["tarball"]) as tar:
         names = sorted(tar.getnames())
     assert names == sorted(f"zooport-reports/{n}" for n in ("index.md", "index.html", f"{MODEL}.json", f"{MODEL}.md",
