@@ -136,7 +136,7 @@ def test_index_table_and_reproducible_tarball(built, tmp_path):
     (tmp_path / "bench.json").write_text("{}")  # other JSON files in reports/ are not reports
     paths = index.build(tmp_path)
     md = paths["md"].read_text()
-    row = next(line for line in md.splitlines() if line.startswith(f"| {MODEL} |"))
+    row = next(line for line in md.splitlines() if line.startswith(f"| [{MODEL}]({MODEL}.html) |"))
     assert "seeded" in row and "PASS" in row and f"{report['layers']['max_needed']:.2e}" in row
     top1 = {r["preprocess"]: r["metrics"]["top1"] for r in report["metrics"]["evaluation"]["rows"] if r["framework"] == "torch"}
     assert all(f"top1 {top1[v]:.4f}" in row for v in ("mxnet", "cv2-exact", "pil", "torchvision"))

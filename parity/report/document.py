@@ -22,6 +22,7 @@ class Table:
     rows: list[list[str]]
     right: set[int] = field(default_factory=set)  # numeric columns
     bad: set[int] = field(default_factory=set)  # row indices rendered as failures
+    links: list[str | None] = field(default_factory=list)  # per row: where its first cell links to
 
 
 @dataclass
@@ -54,7 +55,7 @@ def card(r: dict) -> list:
             ["converted file", f"{conv['file']} ({conv['format']})"], ["converted sha256", conv["sha256"]],
             ["converter", f"zooport {c['converter_version']}, rules digest {c['rules_digest'][:16]}"],
             ["frameworks", ", ".join(f"{k} {v}" for k, v in c["versions"].items())]]
-    return [Heading(f"{r['model']}: conversion report", 1), Table(["", ""], rows,
+    return [Heading(f"{r['model']}: conversion report", 1), Table(["field", "value"], rows,
                                                                    bad={1} if c["verdict"] != "pass" else set())]
 
 

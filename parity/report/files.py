@@ -13,6 +13,9 @@ from .model import Collected
 from .schema import validate
 
 
+SUFFIXES = (".json", ".md", ".html", ".depth.png", ".preprocess.png")  # a report's files: MODEL + suffix
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -26,7 +26,10 @@ def table(t: Table) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in t.header)
     body = []
     for i, row in enumerate(t.rows):
-        cells = "".join(f"<td{' class=n' if j in t.right else ''}>{escape(str(c))}</td>" for j, c in enumerate(row))
+        text = [escape(str(c)) for c in row]
+        if i < len(t.links) and t.links[i]:
+            text[0] = f'<a href="{escape(t.links[i])}">{text[0]}</a>'
+        cells = "".join(f"<td{' class=n' if j in t.right else ''}>{c}</td>" for j, c in enumerate(text))
         body.append(f"<tr{' class=bad' if i in t.bad else ''}>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 

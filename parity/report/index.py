@@ -13,7 +13,7 @@ import tarfile
 from pathlib import Path
 
 from .document import Heading, Para, Table, e
-from .files import write_atomic
+from .files import SUFFIXES, write_atomic
 from .html import render as render_html
 from .markdown import render as render_md
 from .schema import errors
@@ -35,9 +35,16 @@ def load(out_dir: Path) -> list[dict]:
     return out
 
 
-def _published(r: dict) -> str:
-    pub = r["card"].get("published_metrics") or []
-    return "; ".join(f"{m['name']} {m['value']:g} ({m['dataset']})" for m in pub) or "—"
+def _source_metric(r: dict) -> str:
+    """The publisher's numbers, then (with a dataset) the source framework's own on the source pipeline."""
+    pub = "; ".join(f"{m['name']} {m['value']:g} ({m['dataset']})" for m in r["card"]["published_metrics"])
+    m = r["metrics"]
+    if m is None:
+        return pub or "—"
+    name = m["ladder"]["metric"]
+    src = [row for row in m["evaluation"]["rows"] if row["framework"] != "torch" and row["preprocess"] == "mxnet"]
+    measured = f"{src[0]['framework']}: {name} {src[0]['metrics'][name]:.4f}" if src else ""
+    return "; ".join(x for x in (pub and f"published {pub}", measured) if x) or "—"
 
 
 def _converted(r: dict) -> list[str]:
@@ -56,7 +63,7 @@ def blocks(reports: list[dict]) -> list:
     for i, r in enumerate(reports):
         c = r["card"]
         weights = "seeded" if c["source"]["weights"] == "seeded" else "pretrained"
-        rows.append([r["model"], r["task"], weights, _published(r), *_converted(r), e(r["layers"]["max_needed"]),
+        rows.append([r["model"], r["task"], weights, _source_metric(r), *_converted(r), e(r["layers"]["max_needed"]),
                      c["verdict"].upper()])
         if c["verdict"] != "pass":
             bad.add(i)
@@ -64,13 +71,14 @@ def blocks(reports: list[dict]) -> list:
     return [Heading("zooport conversion reports", 1),
             Para(f"{len(reports)} models ({seeded} with seeded random weights: their parity is measured to the "
                  "same standard, but they have no accuracy of their own). Source metric: the publisher's number "
-                 "for its checkpoint. Converted metric: the converted model in torch per preprocessing variant, "
+                 "for its checkpoint, and with a dataset the source framework's own on it. Converted metric: the converted model in torch per preprocessing variant, "
                  "when the report was built with a dataset (`zooport report MODEL --data PATH`). Max error: "
                  "the largest max |err| / max |ref| over every layer pair and output. Each model's own report "
                  "(`MODEL.html`, `MODEL.md`, `MODEL.json`) holds the card, mapping, per-layer errors, "
                  "preprocessing differences and latency."),
             Table(["model", "task", "weights", "source metric", *(f"converted ({v})" for v in VARIANTS),
-                   "max error", "verdict"], rows, right={8}, bad=bad)]
+                   "max error", "verdict"], rows, right={8}, bad=bad,
+                  links=[f"{r['model']}.html" for r in reports])]
 
 
 def tarball(out_dir: Path, files: list[Path]) -> Path:
@@ -97,26 +105,13 @@ def build(out_dir: str | Path = "reports") -> dict[str, Path]:
         raise SystemExit(f"{out_dir}: no report JSON files (run `zooport report MODEL --out {out_dir}`)")
     doc = blocks(reports)
     paths = {"md": out_dir / "index.md", "html": out_dir / "index.html"}
-    links = {r["model"]: f"{r['model']}.html" for r in reports}
     write_atomic(paths["md"], render_md(doc, {}).encode())
-    write_atomic(paths["html"], _linked(render_html(doc, {}, "zooport conversion reports"), links).encode())
+    write_atomic(paths["html"], render_html(doc, {}, "zooport conversion reports").encode())
     members = [paths["md"], paths["html"]]
     for r in reports:
-        members += [p for p in out_dir.glob(f"{_glob(r['model'])}.*") if p.suffix in (".json", ".md", ".html", ".png")]
+        members += [p for p in (out_dir / f"{r['model']}{suffix}" for suffix in SUFFIXES) if p.is_file()]
     paths["tarball"] = tarball(out_dir, members)
     return paths
-
-
-def _glob(name: str) -> str:
-    return "".join(f"[{ch}]" if ch in "[]*?" else ch for ch in name)
-
-
-def _linked(page: str, links: dict[str, str]) -> str:
-    """Model cells of the index table link to each model's page."""
-    for model, href in links.items():
-        page = page.replace(f"<tr><td>{model}</td>", f'<tr><td><a href="{href}">{model}</a></td>', 1)
-        page = page.replace(f"<tr class=bad><td>{model}</td>", f'<tr class=bad><td><a href="{href}">{model}</a></td>', 1)
-    return page
 
 
 if __name__ == "__main__":

@@ -11,7 +11,11 @@ def _cell(text: str) -> str:
 def table(t: Table) -> str:
     align = ["---:" if i in t.right else "---" for i in range(len(t.header))]
     lines = ["| " + " | ".join(_cell(h) for h in t.header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in t.rows]
+    for i, row in enumerate(t.rows):
+        cells = [_cell(c) for c in row]
+        if i < len(t.links) and t.links[i]:
+            cells[0] = f"[{cells[0]}]({t.links[i]})"
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

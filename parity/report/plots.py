@@ -49,7 +49,7 @@ def depth(layers: dict) -> bytes:
         ax.annotate(f"first divergence: {diffs[first]['name']}", (first, needed[first]), xytext=(6, 8),
                     textcoords="offset points", color="#c0392b", fontsize=8)
     ax.set_xlabel("layer pair, in execution order")
-    ax.set_ylabel("relative error")
+    ax.set_ylabel(f"relative error (exact: drawn at {ZERO:g})")
     ax.set_xlim(-0.5, max(len(diffs) - 0.5, 0.5))
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", ncols=2)
