@@ -3,7 +3,6 @@ fields, the HTML is self-contained and renders in headless Chromium without cons
 release tarball is reproducible. One small model (cifar_resnet20_v1, seeded) keeps CI cost low."""
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re

@@ -1,7 +1,8 @@
 """Everything one report holds, collected from the parity machinery into one JSON-able dict (the
 shape schema.json describes): the summary card, the mapping table grouped by module, per-layer
 errors along depth, preprocessing differences per variant, metrics per variant (with a dataset),
-latency and peak memory. Rendering (markdown.py, html.py, plots.py) reads only this dict."""
+latency and peak memory. Rendering (document.py, plots.py) reads only this dict, plus the heat-map
+arrays, which are too big for JSON."""
 from __future__ import annotations
 
 import importlib.metadata as md
@@ -14,7 +15,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from converters import __version__
-from converters.errors import ZooportError
 from converters.pipeline import ConversionResult, convert
 
 from ..compare import FLOOR_FACTOR
@@ -222,7 +222,3 @@ def without_measurements(value: Any) -> Any:
         return [without_measurements(v) for v in value]
     return value
 
-
-def check(report: dict) -> None:
-    if not report["layers"]["diffs"]:
-        raise ZooportError(f"{report['model']}: the report holds no layer pairs")
