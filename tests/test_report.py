@@ -222,3 +222,14 @@ def test_report_html_renders_in_chromium_without_console_errors(built, tmp_path)
     got = render_checked(exe, page, png)
     assert got["console"] == [] and got["errors"] == [] and got["broken"] == [] and got["images"] == 2
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_latency_children_start_from_a_small_process():
+    """Linux keeps a process's peak RSS across fork and exec: the bench children must be forked
+    from an intermediate process that has not loaded torch or a framework."""
+    import subprocess
+    import sys
+    code = ("import sys, parity.report.perf, parity.bench; "
+            "print(sorted(m for m in ('torch', 'mxnet', 'paddle', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
