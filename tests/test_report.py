@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from pathlib import Path
@@ -227,8 +228,6 @@ def test_report_html_renders_in_chromium_without_console_errors(built, tmp_path)
 def test_latency_children_start_from_a_small_process():
     """Linux keeps a process's peak RSS across fork and exec: the bench children must be forked
     from an intermediate process that has not loaded torch or a framework."""
-    import subprocess
-    import sys
     code = ("import sys, parity.report.perf, parity.bench; "
             "print(sorted(m for m in ('torch', 'mxnet', 'paddle', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
