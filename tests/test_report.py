@@ -232,3 +232,15 @@ def test_latency_children_start_from_a_small_process():
             "print(sorted(m for m in ('torch', 'mxnet', 'paddle', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.oracle
+def test_index_html_renders_in_chromium_with_its_links(built, tmp_path):
+    exe = _chromium()
+    out, _ = built
+    for f in out.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    page = index.build(tmp_path)["html"]
+    got = render_checked(exe, page, tmp_path / "index.png")
+    assert got["console"] == [] and got["errors"] == [] and got["images"] == 0
+    assert f'<a href="{MODEL}.html">{MODEL}</a>' in page.read_text() and (tmp_path / f"{MODEL}.html").is_file()
