@@ -44,8 +44,9 @@ def card(r: dict) -> list:
     src, conv = c["source"], c["converted"]
     kind = (f"seeded random weights (seed {src['seed']}): built by the source framework, no download; "
             "parity is exact to the same standard, metrics are not accuracy" if src["weights"] == "seeded" else
-            "pretrained weights" + {True: " (the publisher's file, hash checked)", False: " (not the publisher's "
-                                    "file)", None: " (the publisher lists no hash)"}[src["published"]])
+            {True: "pretrained weights: the publisher's file (its sha1 checked)",
+             False: "a checkpoint file that is not the publisher's (its sha1 differs)",
+             None: "pretrained weights (the publisher lists no hash to check)"}[src["published"]])
     rows = [["model", f"{r['model']} ({r['family']}, {r['task']}, input {shape(r['input_hw'])})"],
             ["verdict", c["verdict"].upper() + (f" (first divergence: {c['first_divergent']})"
                                                 if c["first_divergent"] else "")],
