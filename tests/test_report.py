@@ -244,3 +244,24 @@ def test_index_html_renders_in_chromium_with_its_links(built, tmp_path):
     got = render_checked(exe, page, tmp_path / "index.png")
     assert got["console"] == [] and got["errors"] == [] and got["images"] == 0
     assert f'<a href="{MODEL}.html">{MODEL}</a>' in page.read_text() and (tmp_path / f"{MODEL}.html").is_file()
+
+
+@pytest.mark.oracle
+def test_a_failing_pair_is_marked_in_card_table_and_plot(built):
+    """The renderers on the real report with one pair pushed past its tolerance (what a broken
+    fix-up looks like): verdict FAIL, the first divergence named, its row flagged, the plot drawn."""
+    from parity.report import document, html, markdown, plots
+    _, report = built
+    bad = json.loads(json.dumps(report))
+    k = 7
+    d = bad["layers"]["diffs"][k]
+    d.update(needed=d["allowed"] * 30, passed=False)
+    bad["layers"].update(first_divergent=d["name"], first_divergent_index=k, max_needed=d["needed"])
+    bad["card"].update(verdict="fail", first_divergent=d["name"])
+    assert schema.errors(bad) == []
+    blocks = document.build(bad)
+    md = markdown.render(blocks, {})
+    assert f"| verdict | FAIL (first divergence: {d['name']}) |" in md and f"First divergence: {d['name']}." in md
+    page = html.render(blocks, {"depth": plots.depth(bad["layers"])}, "t")
+    assert re.search(rf"<tr class=bad><td class=n>{k}</td><td>{re.escape(d['name'])}</td>", page)
+    assert plots.depth(bad["layers"]) != plots.depth(report["layers"])
