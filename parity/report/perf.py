@@ -24,8 +24,8 @@ def _source_job(result) -> tuple[str | None, str | None, str | None]:
         return "infer-mxnet", str(result.source), None
     if spec.framework == "paddle" and result.layout == "inference":
         return "infer-paddle", str(result.source), None
-    return None, None, (f"the {spec.framework} benchmark runs gluoncv networks and Paddle inference programs; "
-                        f"this source is a {result.layout}-layout checkpoint")
+    return None, None, ("parity/bench.py times gluoncv networks in MXNet and Paddle inference programs in "
+                        f"Paddle's predictor; this source is a {result.layout}-layout checkpoint")
 
 
 def _side(child: dict) -> dict:
