@@ -8,7 +8,7 @@ MODEL ?=
 # `make convert` / `make verify` without MODEL: the PP-OCR models shipped in the installed wheel
 OCR_MODELS := ppocrv4_det ppocrv4_rec ppocr_mobile_v2_cls
 
-.PHONY: setup convert verify ocr eval explain digits test parity parity-full fuzz bench readme clean
+.PHONY: setup convert verify ocr eval explain digits test parity parity-full fuzz bench readme reports chromium clean
 
 setup: $(STAMP)
 
@@ -61,7 +61,7 @@ digits: setup
 # ZOOPORT_REQUIRE_ORACLES: a missing oracle (mxnet, gluoncv, paddle, paddleclas, the PP-OCR wheel) is an error here, never a silent skip.
 # Two processes: MXNet's and Paddle's allocators keep what the unit tests took, and the parity suite's
 # Faster R-CNN peak on top of it exceeded 24 GiB in one process (OOM-killed on a fresh clone).
-test: setup
+test: setup chromium
 	ZOOPORT_REQUIRE_ORACLES=1 $(BIN)/python -m pytest tests -m "not slow" --durations=15
 	ZOOPORT_REQUIRE_ORACLES=1 $(BIN)/python -m pytest parity -m "not slow" --durations=40
 
@@ -83,6 +83,27 @@ bench: setup
 # README's supported-model table, from the registry and reports/parity/*.json of the last parity run
 readme: setup
 	$(BIN)/python -m parity.summary
+
+# make reports [MODELS="a b ..." | MODELS=all] [OUT=dir]: OUT/MODEL.{json,md,html} per model (seeded
+# weights where no published file is on disk, labelled so in each card; never downloads), then
+# OUT/index.md, OUT/index.html and the release tarball OUT/zooport-reports.tar.gz. Default: one small
+# model per source framework x task (~15 min on 2 cores); MODELS=all is every registered model (hours).
+REPORT_MODELS := cifar_resnet20_v1 resnet18_v1 ssd_512_mobilenet1.0_voc simple_pose_resnet18_v1b \
+	ResNet18 YOLOv3_MobileNetV1 FastSCNN ppocr_mobile_v2_cls ppocrv4_rec
+REPORT_LIST = $(if $(filter all,$(MODELS)),$(shell $(BIN)/python -c 'from converters import registry; print(*registry.names())'),$(or $(MODELS),$(REPORT_MODELS)))
+REPORT_OUT = $(or $(OUT),reports)
+reports: setup
+	@failed=""; for m in $(REPORT_LIST); do \
+		rm -f "$(REPORT_OUT)/$$m.json"; \
+		$(BIN)/zooport report "$$m" --fallback-random --out $(REPORT_OUT) || failed="$$failed $$m"; \
+	done; \
+	$(BIN)/python -m parity.report.index $(REPORT_OUT) || exit 1; \
+	if [ -n "$$failed" ]; then echo "reports: no report or a FAIL verdict for:$$failed" >&2; exit 1; fi
+
+# headless Chromium for tests/test_report.py (renders the HTML reports); Debian's package
+chromium:
+	@command -v chromium >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update && \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y chromium; }
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,4 +1,4 @@
-"""The `zooport` command: converters' list/convert plus `verify`, `eval` and `explain`."""
+"""The `zooport` command: converters' list/convert plus `verify`, `eval`, `explain` and `report`."""
 from __future__ import annotations
 
 import json
@@ -179,6 +179,37 @@ def explain(model: str = typer.Argument(..., help="model name (see `zooport list
         fail(exc)
     if ladder.rank == 0:
         _print_ladder(ladder)
+
+
+@app.command()
+def report(model: str = typer.Argument(..., help="model name (see `zooport list`)"),
+           weights: Optional[Path] = typer.Option(None, "--weights", help="source checkpoint file"),
+           init: Optional[Init] = typer.Option(None, "--init", help="'random': seeded source weights"),
+           seed: int = typer.Option(0, "--seed"),
+           data: Optional[Path] = typer.Option(None, "--data", help="dataset root: adds metrics per preprocessing "
+                                               "variant and the gap-attribution ladder"),
+           limit: Optional[int] = typer.Option(None, "--limit", help="with --data: only the first N samples"),
+           out_dir: Path = typer.Option(Path("reports"), "--out", help="output directory"),
+           images: int = typer.Option(0, "--images", help="parity photographs (default: the model's CI count)"),
+           bench: bool = typer.Option(True, "--bench/--no-bench", help="measure latency and peak memory"),
+           fallback_random: bool = typer.Option(False, "--fallback-random", help="without --weights/--init: seeded "
+                                                "weights when the published file is not on disk (no download)")) -> None:
+    """Write OUT/MODEL.json, OUT/MODEL.md and a self-contained OUT/MODEL.html: summary card, mapping,
+    per-layer error along depth, preprocessing differences, metrics (with --data), latency and memory.
+    Exits 1 when the parity verdict is fail (the report is written either way)."""
+    from .report import report as run
+    try:
+        with console.status(f"building the report of {model}"):
+            paths = run(model, out_dir, weights=weights, init=init.value if init else None, seed=seed, data=data,
+                        limit=limit, images=images or None, bench=bench, fallback_random=fallback_random)
+    except ZooportError as exc:
+        fail(exc)
+    for path in paths.values():
+        out.print(str(path))
+    verdict = json.loads(paths["json"].read_text())["card"]["verdict"]
+    if verdict != "pass":
+        console.print(f"[bold red]{model}: parity verdict FAIL[/] (see {paths['html']})")
+        raise typer.Exit(1)
 
 
 def _fmt(value, digits: int = 2) -> str:
