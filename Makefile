@@ -87,7 +87,7 @@ readme: setup
 # make reports [MODELS="a b ..." | MODELS=all] [OUT=dir]: OUT/MODEL.{json,md,html} per model (seeded
 # weights where no published file is on disk, labelled so in each card; never downloads), then
 # OUT/index.md, OUT/index.html and the release tarball OUT/zooport-reports.tar.gz. Default: one small
-# model per source framework x task (~15 min on 2 cores); MODELS=all is every registered model (hours).
+# model per source framework x task (8 min measured on 2 cores); MODELS=all: every registered model (hours).
 REPORT_MODELS := cifar_resnet20_v1 resnet18_v1 ssd_512_mobilenet1.0_voc simple_pose_resnet18_v1b \
 	ResNet18 YOLOv3_MobileNetV1 FastSCNN ppocr_mobile_v2_cls ppocrv4_rec
 REPORT_LIST = $(if $(filter all,$(MODELS)),$(shell $(BIN)/python -c 'from converters import registry; print(*registry.names())'),$(or $(MODELS),$(REPORT_MODELS)))
