@@ -45,7 +45,7 @@ class MaskDetectionOutput(DetectionOutput):
             out[empty, 0] = -1
         padded = torch.full((k, 6), -1.0, dtype=torch.float32)
         padded[: out.shape[0]] = out
-        return padded.to(boxes.dtype), rows
+        return padded.to(boxes.dtype), rows.to(boxes.dtype)  # NMS rows come back float32
 
 
 class ClassConv(nn.Conv2d):
