@@ -3,7 +3,8 @@ the dygraph rule tables against the real nets' state dicts, parity on photograph
 argmax check, and a planted error found at the layer it touches. The "fluid" layouts hold the
 static PaddleX 1.x nets, which PaddleSeg 2.8 does not define; the static UNet differs from
 PaddleSeg's only in conv biases and align_corners, so it is checked against PaddleSeg's UNet run
-with align_corners True and zero biases. Static Fast-SCNN: tests/test_paddle_seg.py only."""
+with align_corners True and zero biases. Static Fast-SCNN: tests/test_paddle_seg.py only.
+HRNet_W18 (FCN): its 512x512 sweep is slow; CI runs it at 128x160 and at 100x140."""
 from __future__ import annotations
 
 import copy
@@ -28,7 +29,9 @@ pytestmark = [pytest.mark.oracle,
 
 SMALL = (128, 160)  # rectangular: catches a transposed resize; 1/32 of it still has 4x5 cells
 FAST = ["FastSCNN"]
-SLOW = ["DeepLabv3_MobileNetV2_x1.0", "UNet", "DeepLabv3_Xception65"]
+SLOW = ["DeepLabv3_MobileNetV2_x1.0", "UNet", "DeepLabv3_Xception65", "HRNet_W18"]
+SMALL_CI = ["HRNet_W18"]  # slow sweep, but its small-input checks run in CI
+ODD = (100, 140)  # not multiples of 32: HRNet's maps 25x35, 13x18, 7x9 (not halves), fused by resizing
 
 
 @pytest.mark.parametrize("name", FAST + SLOW)
@@ -66,9 +69,16 @@ def test_parity_on_photographs_slow(name, converted):
     _check(verify(name, result=converted(name), images=sample_photos()[:2]))
 
 
-@pytest.mark.parametrize("name", FAST + [pytest.param(n, marks=pytest.mark.slow) for n in SLOW])
+@pytest.mark.parametrize("name", FAST + SMALL_CI + [pytest.param(n, marks=pytest.mark.slow)
+                                                     for n in SLOW if n not in SMALL_CI])
 def test_parity_on_a_rectangular_input(name, converted):
     _check(verify(name, result=converted(name), images=sample_photos()[:1], size=SMALL))
+
+
+def test_hrnet_parity_on_sides_not_multiples_of_32(converted):
+    """Strided convs on even and odd maps (Paddle's "same": the pad after on even ones, symmetric on
+    odd ones) and fusion resized to each branch's own size, which is not a factor of 2 here."""
+    _check(verify("HRNet_W18", result=converted("HRNet_W18"), images=sample_photos()[1:2], size=ODD))
 
 
 @pytest.mark.parametrize("name,module,attr,source", [
@@ -77,7 +87,9 @@ def test_parity_on_a_rectangular_input(name, converted):
                  "head.aspp.aspp_blocks.2.depthwise_conv._batch_norm", marks=pytest.mark.slow),
     pytest.param("UNet", "up.1.0.bn", "bias", "decode.up_sample_list.1.double_conv.0._batch_norm",
                  marks=pytest.mark.slow),
-])  # CI: FastSCNN (its models' sweeps are parity-full only for the other two)
+    ("HRNet_W18", "backbone.stage3.2.fuse.2.0.1.conv", "weight",
+     "backbone.st3.stage_st3_3.fuse_func.residual_st3_3_layer_3_1_2._conv"),  # a fusion chain's last step
+])  # CI: FastSCNN, HRNet_W18 (at 128x160; the other models' sweeps are parity-full only)
 def test_a_planted_error_is_the_first_divergence(name, module, attr, source, converted):
     """1% on one tensor: every pair before it passes, that layer is the first divergence."""
     result = converted(name)
