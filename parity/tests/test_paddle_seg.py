@@ -78,7 +78,17 @@ def test_parity_on_a_rectangular_input(name, converted):
 def test_hrnet_parity_on_sides_not_multiples_of_32(converted):
     """Strided convs on even and odd maps (Paddle's "same": the pad after on even ones, symmetric on
     odd ones) and fusion resized to each branch's own size, which is not a factor of 2 here."""
-    _check(verify("HRNet_W18", result=converted("HRNet_W18"), images=sample_photos()[1:2], size=ODD))
+    result = converted("HRNet_W18")
+    _check(verify("HRNet_W18", result=result, images=sample_photos()[1:2], size=ODD))
+    # and each switch matters: PaddleClas's padding, or its nearest fusion, diverges from PaddleSeg
+    from converters.arch.hrnet import SEG_W18, HRNetFCN
+    for switch in ({"same_pad": False}, {"fuse_up": "nearest"}):
+        other = HRNetFCN(19, dataclasses.replace(SEG_W18, **switch)).eval()
+        other.load_state_dict(result.module.state_dict())
+        size = SMALL if "fuse_up" in switch else ODD  # nearest 2x needs exact halves
+        r = verify("HRNet_W18", result=dataclasses.replace(result, module=other), images=sample_photos()[1:2],
+                   size=size)
+        assert not r.passed, switch
 
 
 @pytest.mark.parametrize("name,module,attr,source", [
@@ -130,3 +140,4 @@ def test_static_unet_is_paddleseg_s_with_align_corners_and_no_biases(tmp_path):
     other = seg._build_paddleseg("UNet", None, num_classes=81)
     other.set_state_dict(state)
     assert np.abs(seg.run_logits(other, x) - ref).max() > 100 * spec.tolerance * scale
+
