@@ -1,6 +1,7 @@
 """PaddleX FasterRCNN_HRNet_W18_FPN against PaddleDetection 2.6 itself: the name table is ppdet's
 state dict; in CI, HRNet + HRFPN (the part this model adds to the Faster R-CNN family) against ppdet's
-backbone and neck on a small input."""
+backbone and neck on a small input; slow: the whole detector on a photograph, RoIs replayed, layer
+pairs within tolerance and the detections identical."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,6 +12,8 @@ import torch
 
 from converters import registry
 from converters.paddle import hrnet_rcnn
+from converters.samples import sample_photos
+from parity.verify import verify
 
 pytestmark = [pytest.mark.oracle,
               pytest.mark.skipif(importlib.util.find_spec("paddle") is None, reason="paddle is not installed")]
@@ -60,3 +63,12 @@ def test_backbone_and_hrfpn_match_ppdet_s(source, tmp_path):
         assert g.shape == r.shape, level
         assert np.abs(g.numpy() - r).max() <= registry.get(NAME).tolerance * np.abs(r).max(), level
 
+
+@pytest.mark.slow
+def test_parity_on_a_photograph(converted):
+    """Seeded weights, one photograph at 384x640 (the family's CI size; 800x1333 is ~4x the cost):
+    every layer pair within tolerance, RoIs replayed into ``collect``, detections identical."""
+    r = verify(NAME, result=converted(NAME), images=sample_photos()[:1], size=(384, 640))
+    assert r.passed, r.layers.first_divergent or r.detections
+    assert r.detections.reference > 20 and r.detections.identical == r.detections.reference
+    assert r.replayed == ["collect"]
