@@ -141,3 +141,16 @@ def test_static_unet_is_paddleseg_s_with_align_corners_and_no_biases(tmp_path):
     other.set_state_dict(state)
     assert np.abs(seg.run_logits(other, x) - ref).max() > 100 * spec.tolerance * scale
 
+
+def test_hrnet_eval_same_metrics_in_paddle_and_torch(converted, tmp_path):
+    """`zooport eval` on a tiny Cityscapes set (two frames at the 512x512 preset, ~7 s): paddle's
+    PaddleSeg net and the converted module give the same mIoU up to fp32 logit ties."""
+    import math
+    from parity.evaluate import evaluate
+    from parity.fixtures import build_tiny
+    data = build_tiny("cityscapes", tmp_path / "cityscapes", 2)
+    report = evaluate(converted("HRNet_W18"), data, ["cv2-exact"], ["torch", "paddle"], progress=False)
+    rows = {r.framework: r.to_dict()["metrics"] for r in report.rows}
+    assert report.dataset["kind"] == "cityscapes" and rows["paddle"]["pixAcc"] > 0
+    for name in ("pixAcc", "mIoU"):
+        assert math.isclose(rows["torch"][name], rows["paddle"][name], rel_tol=1e-4), name
