@@ -14,12 +14,14 @@ from converters import registry
 from converters.arch.fast_scnn import FastSCNN, FastSCNNConfig
 from converters.arch.paddle_seg import SameConv2d, conv2d, resize
 from converters.engine import map_tensors
+from converters.paddle import hrnet_seg
 from converters.paddle import seg_mobilenet_v3 as seg_mnv3
 from converters.paddle import segmentation as seg
 from test_paddle_cls_fixtures import write_fluid_dir, write_pdparams
 
 MODELS = {"FastSCNN": {"dygraph": seg.fast_scnn_dygraph, "fluid": seg.fast_scnn_fluid},
           "UNet": {"dygraph": seg.unet_dygraph, "fluid": seg.unet_fluid},
+          "HRNet_W18": {"dygraph": hrnet_seg.fcn_dygraph},
           "DeepLabv3_Xception65": {"dygraph": lambda: iter([*seg.xception65_dygraph(), *seg.deeplab_head_dygraph()])},
           "DeepLabv3_MobileNetV2_x1.0": {
               "dygraph": lambda: iter([*seg.mobilenet_v2_dygraph(), *seg.deeplab_head_dygraph()]),

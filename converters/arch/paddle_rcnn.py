@@ -21,6 +21,7 @@ a box clipped to zero width or height keeps its row with id -1 ("ppdet" only).""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -53,7 +54,7 @@ NUMERICS = {
 
 @dataclass(frozen=True)
 class RCNNConfig:
-    backbone: ResNetConfig
+    backbone: ResNetConfig | Any  # Any: the config ``body`` is called with
     num_classes: int = 80
     fpn: bool = True  # False: C4 (RPN and RoIs on res4, the res5 stage as the box head)
     fpn_channels: int = 256
@@ -67,6 +68,9 @@ class RCNNConfig:
     head_channels: int = 1024  # TwoFCHead width (C4: res5's 2048)
     nms: dict = field(default_factory=lambda: {"score_threshold": 0.05, "nms_top_k": -1, "keep_top_k": 100,
                                                "nms_threshold": 0.5})
+    # FPN nets on another backbone: body(backbone config) -> (backbone, neck), the neck mapping the
+    # backbone's output to the five levels P2..P6 (HRNet + HRFPN: arch/hrfpn.py); None: ResNet + FPN
+    body: Callable[[Any], tuple[nn.Module, nn.Module]] | None = None
 
 
 class TwoFCHead(nn.Module):
@@ -187,12 +191,16 @@ class PaddleFasterRCNN(nn.Module):
     def __init__(self, cfg: RCNNConfig):
         super().__init__()
         self.cfg = cfg
-        self.backbone = ResNet(cfg.backbone)
-        self.backbone.fc = nn.Identity()  # no classifier in the detector
         anchors = len(cfg.aspect_ratios) * len(cfg.anchor_sizes[0])
+        if cfg.body is not None:
+            self.backbone, self.fpn = cfg.body(cfg.backbone)
+        else:
+            self.backbone = ResNet(cfg.backbone)
+            self.backbone.fc = nn.Identity()  # no classifier in the detector
         if cfg.fpn:
-            self.fpn = FeaturePyramidNetwork(list(cfg.backbone.channels[1:]), cfg.fpn_channels,
-                                             extra_blocks=LastLevelMaxPool())
+            if cfg.body is None:
+                self.fpn = FeaturePyramidNetwork(list(cfg.backbone.channels[1:]), cfg.fpn_channels,
+                                                 extra_blocks=LastLevelMaxPool())
             self.rpn = RPNHead(cfg.fpn_channels, anchors)
             self.box_head = TwoFCHead(cfg.fpn_channels * cfg.resolution ** 2, cfg.head_channels)
         else:  # res5 moves from the backbone into the box head (ppdet's Res5Head)
@@ -222,6 +230,8 @@ class PaddleFasterRCNN(nn.Module):
         self.collect.always_sort = n.pixel_offset  # static collect_fpn_proposals sorts always
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if self.cfg.body is not None:
+            return list(self.fpn(self.backbone(x)))
         b = self.backbone
         y = b.stem(x)
         body = {}

@@ -3,7 +3,8 @@ the dygraph rule tables against the real nets' state dicts, parity on photograph
 argmax check, and a planted error found at the layer it touches. The "fluid" layouts hold the
 static PaddleX 1.x nets, which PaddleSeg 2.8 does not define; the static UNet differs from
 PaddleSeg's only in conv biases and align_corners, so it is checked against PaddleSeg's UNet run
-with align_corners True and zero biases. Static Fast-SCNN: tests/test_paddle_seg.py only."""
+with align_corners True and zero biases. Static Fast-SCNN: tests/test_paddle_seg.py only.
+HRNet_W18 (FCN): its 512x512 sweep is slow; CI runs it at 128x160 and at 100x140."""
 from __future__ import annotations
 
 import copy
@@ -28,8 +29,10 @@ pytestmark = [pytest.mark.oracle,
 
 SMALL = (128, 160)  # rectangular: catches a transposed resize; 1/32 of it still has 4x5 cells
 FAST = ["FastSCNN"]
-SLOW = ["DeepLabv3_MobileNetV2_x1.0", "UNet", "DeepLabv3_Xception65"]
-CI_SMALL = ["DeepLabv3_MobileNetV3_large_x1_0_ssld"]  # CI: at SMALL only (its preset's 769x769 is parity-full's)
+SLOW = ["DeepLabv3_MobileNetV2_x1.0", "UNet", "DeepLabv3_Xception65"]  # + CI_SMALL's sweeps
+# CI: at SMALL only (their presets' sweeps, 769x769 and 512x512, are parity-full's)
+CI_SMALL = ["DeepLabv3_MobileNetV3_large_x1_0_ssld", "HRNet_W18"]
+ODD = (100, 140)  # not multiples of 32: HRNet's maps 25x35, 13x18, 7x9 (not halves), fused by resizing
 
 
 @pytest.mark.parametrize("name", FAST + CI_SMALL + SLOW)
@@ -72,6 +75,22 @@ def test_parity_on_a_rectangular_input(name, converted):
     _check(verify(name, result=converted(name), images=sample_photos()[:1], size=SMALL))
 
 
+def test_hrnet_parity_on_sides_not_multiples_of_32(converted):
+    """Strided convs on even and odd maps (Paddle's "same": the pad after on even ones, symmetric on
+    odd ones) and fusion resized to each branch's own size, which is not a factor of 2 here."""
+    result = converted("HRNet_W18")
+    _check(verify("HRNet_W18", result=result, images=sample_photos()[1:2], size=ODD))
+    # and each switch matters: PaddleClas's padding, or its nearest fusion, diverges from PaddleSeg
+    from converters.arch.hrnet import SEG_W18, HRNetFCN
+    for switch in ({"same_pad": False}, {"fuse_up": "nearest"}):
+        other = HRNetFCN(19, dataclasses.replace(SEG_W18, **switch)).eval()
+        other.load_state_dict(result.module.state_dict())
+        size = SMALL if "fuse_up" in switch else ODD  # nearest 2x needs exact halves
+        r = verify("HRNet_W18", result=dataclasses.replace(result, module=other), images=sample_photos()[1:2],
+                   size=size)
+        assert not r.passed, switch
+
+
 @pytest.mark.parametrize("name,module,attr,source", [
     ("FastSCNN", "ppm.project.conv", "weight", "global_feature_extractor.ppm.conv_bn_relu2._conv"),
     pytest.param("DeepLabv3_MobileNetV2_x1.0", "aspp.branches.2.depthwise.bn", "running_var",
@@ -80,7 +99,9 @@ def test_parity_on_a_rectangular_input(name, converted):
                  marks=pytest.mark.slow),
     ("DeepLabv3_MobileNetV3_large_x1_0_ssld", "backbone.blocks.13.se.expand", "weight",
      "backbone.blocks.13.mid_se.conv2"),  # a dilated block's squeeze-excite
-])  # CI: FastSCNN and MobileNetV3 at SMALL (the other two's sweeps are parity-full only)
+    ("HRNet_W18", "backbone.stage3.2.fuse.2.0.1.conv", "weight",
+     "backbone.st3.stage_st3_3.fuse_func.residual_st3_3_layer_3_1_2._conv"),  # a fusion chain's last step
+])  # CI: FastSCNN, MobileNetV3 and HRNet_W18 at SMALL (the other models' sweeps are parity-full only)
 def test_a_planted_error_is_the_first_divergence(name, module, attr, source, converted):
     """1% on one tensor: every pair before it passes, that layer is the first divergence."""
     result = converted(name)
@@ -121,3 +142,17 @@ def test_static_unet_is_paddleseg_s_with_align_corners_and_no_biases(tmp_path):
     other = seg._build_paddleseg("UNet", None, num_classes=81)
     other.set_state_dict(state)
     assert np.abs(seg.run_logits(other, x) - ref).max() > 100 * spec.tolerance * scale
+
+
+def test_hrnet_eval_same_metrics_in_paddle_and_torch(converted, tmp_path):
+    """`zooport eval` on a tiny Cityscapes set (two frames at the 512x512 preset, ~7 s): paddle's
+    PaddleSeg net and the converted module give the same mIoU up to fp32 logit ties."""
+    import math
+    from parity.evaluate import evaluate
+    from parity.fixtures import build_tiny
+    data = build_tiny("cityscapes", tmp_path / "cityscapes", 2)
+    report = evaluate(converted("HRNet_W18"), data, ["cv2-exact"], ["torch", "paddle"], progress=False)
+    rows = {r.framework: r.to_dict()["metrics"] for r in report.rows}
+    assert report.dataset["kind"] == "cityscapes" and rows["paddle"]["pixAcc"] > 0
+    for name in ("pixAcc", "mIoU"):
+        assert math.isclose(rows["torch"][name], rows["paddle"][name], rel_tol=1e-4), name

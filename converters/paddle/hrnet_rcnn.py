@@ -1,0 +1,103 @@
+"""PaddleX FasterRCNN_HRNet_W18_FPN (PaddleDetection 2.6 FasterRCNN on ``HRNet`` + ``HRFPN``) ->
+converters.arch.paddle_rcnn.PaddleFasterRCNN with the HRNet + HRFPN body (arch/hrfpn.py).
+
+Layout "dygraph" (``paddle.save`` of ppdet's state dict): the trunk is named as PaddleSeg's HRNet
+(hrnet_seg.py's table) with ppdet's sublayer names (``.conv``/``.norm``, layer1 ``la1.block_layer2_<b>``)
+and no ``backbone.`` nesting beyond the first; HRFPN ``neck.reduction`` and ``neck.fpn_conv_<k>``
+(bias-free); RPN and box head as every ppdet Faster R-CNN (rcnn.py's table).
+Not ported: the PaddleDetection 0.x static checkpoint of the link (no "fluid" layout)."""
+from __future__ import annotations
+
+import functools
+import re
+from typing import Iterator
+
+from ..arch.hrfpn import hrnet_hrfpn
+from ..arch.hrnet import HRNetConfig
+from ..arch.paddle_rcnn import PaddleFasterRCNN, RCNNConfig
+from ..registry import Metric, ModelSpec, ppdet_eval, register
+from ..rules import Rule
+from .hrnet_seg import PPDET, Triple, trunk_dygraph
+from .paddlex import BN_DEFAULTS
+from .rcnn import FIXUPS, NOTES as RCNN_NOTES, PD_ZOO, _roi_probe, neck_head_entries, rcnn_weights, source_run
+
+W18 = HRNetConfig(18)  # ppdet pads (k - 1) // 2 and fuses by nearest upsampling, as PaddleClas
+
+
+def dygraph(cfg: HRNetConfig = W18, levels: int = 5) -> Iterator[Triple]:
+    yield from trunk_dygraph(cfg, "backbone.", "backbone.", PPDET)
+    yield "neck.reduction.weight", "fpn.reduction.weight", "HRFPN 1x1 reduction of the concatenated branches"
+    for k in range(levels):
+        yield f"neck.fpn_conv_{k}.weight", f"fpn.fpn_convs.{k}.weight", f"HRFPN 3x3 output P{k + 2}"
+    for t in neck_head_entries(fpn=True):
+        if not t.dygraph.startswith("neck."):  # the ResNet FPN's tensors
+            yield t.dygraph, t.target, t.why
+
+
+def rules(triples: Iterator[Triple]) -> list[Rule]:
+    return [Rule(rf"^{re.escape(s)}$", t, why) for s, t, why in triples]
+
+
+def source_net(seed: int | None = None):
+    """ppdet 2.6's FasterRCNN with faster_rcnn_hrnetv2p_w18.yml's values (v2.6.0): HRNet width 18,
+    freeze_at 0, return_idx 0..3; HRFPN 256, no shared conv (extra stage: P6 by average pool); the
+    rest as faster_rcnn_r50_fpn.yml (rcnn.source_net)."""
+    from ..frameworks import import_paddle, import_ppdet
+    paddle = import_paddle()
+    import_ppdet()
+    from ppdet.modeling.architectures.faster_rcnn import FasterRCNN
+    from ppdet.modeling.backbones.hrnet import HRNet
+    from ppdet.modeling.heads.bbox_head import BBoxHead, TwoFCHead
+    from ppdet.modeling.layers import MultiClassNMS, RCNNBox
+    from ppdet.modeling.necks.hrfpn import HRFPN
+    from ppdet.modeling.post_process import BBoxPostProcess
+    from ppdet.modeling.proposal_generator.rpn_head import RPNHead
+    with paddle.utils.unique_name.guard():
+        if seed is not None:
+            paddle.seed(seed)
+        backbone = HRNet(width=18, freeze_at=0, return_idx=[0, 1, 2, 3])
+        shapes = backbone.out_shape
+        neck = HRFPN(in_channels=[s.channels for s in shapes], out_channel=256, share_conv=False,
+                     spatial_scales=[1.0 / s.stride for s in shapes])
+        rpn = RPNHead(anchor_generator={"aspect_ratios": [0.5, 1.0, 2.0], "strides": [4, 8, 16, 32, 64],
+                                        "anchor_sizes": [[32], [64], [128], [256], [512]]},
+                      test_proposal={"min_size": 0.0, "nms_thresh": 0.7, "pre_nms_top_n": 1000, "post_nms_top_n": 1000},
+                      in_channel=256)
+        head = BBoxHead(TwoFCHead(256, 1024, 7), 1024,
+                        roi_extractor={"resolution": 7, "sampling_ratio": 0, "aligned": True,
+                                       "spatial_scale": [1.0 / s.stride for s in neck.out_shape]},
+                        num_classes=80)
+        post = BBoxPostProcess(80, RCNNBox(num_classes=80),
+                               MultiClassNMS(keep_top_k=100, score_threshold=0.05, nms_threshold=0.5))
+        net = FasterRCNN(backbone, rpn, head, post, neck)
+        net.bbox_head.roi_extractor = _roi_probe(paddle, net.bbox_head.roi_extractor)
+    net.eval()
+    return net
+
+
+NOTES = (
+    "Ported: PaddleDetection 2.6 FasterRCNN on HRNet_W18 (the trunk shared with HRNet_W18_C and the HRNet_W18 "
+    "segmenter; ppdet's padding and nearest fusion are PaddleClas's) + HRFPN (own module: torchvision has no "
+    "HRFPN): branches upsampled bilinearly to 1/4, concatenated, 1x1 to 256, P3-P6 by average pools, a 3x3 conv "
+    "per level; RPN, RoIAlign on P2-P5, TwoFCHead and post-processing as the ResNet FPN nets.",
+    *RCNN_NOTES[1:2],
+    "Not ported: the PaddleDetection 0.x static checkpoint of the link (faster_rcnn_hrnetv2p_w18_1x.tar): no "
+    "'fluid' layout (its static HRFPN names are unverified here).",
+)
+
+CFG = RCNNConfig(W18, body=hrnet_hrfpn)
+
+register(ModelSpec(
+    name="FasterRCNN_HRNet_W18_FPN", family="paddle.rcnn.hrnet", framework="paddle", task="detection",
+    source_format="paddle-checkpoint", build=functools.partial(PaddleFasterRCNN, CFG),
+    rules={"dygraph": rules(dygraph())}, fixups=FIXUPS, defaults=BN_DEFAULTS,
+    preprocess=ppdet_eval((800, 1333), True, pad_to=32),
+    weights=functools.partial(rcnn_weights, "FasterRCNN_HRNet_W18_FPN", f"{PD_ZOO}faster_rcnn_hrnetv2p_w18_1x.tar"),
+    source_model="FasterRCNN", metrics=(Metric("mAP", 36.0, "COCO val2017 (bbox)", "PaddleX model library"),),
+    notes=NOTES,
+    seed_output_std={"rpn_head.rpn_rois_score": 2.0, "rpn_head.rpn_rois_delta": 0.3,
+                     "bbox_head.bbox_score": 3.0, "bbox_head.bbox_delta": 1.0},
+    floor_points={"score": "cls_prob", "box": "decoder"},
+    replay=(("bbox_head.roi_extractor.rois", "collect"),),
+    seed_size=(512, 768), source_net=source_net, source_run=source_run,
+    numerics={"dygraph": "ppdet"}, slow=True, parity_images=1))
