@@ -241,6 +241,57 @@ class COCOBox(_COCOBase):
                                      "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1], "score": s})
 
 
+class COCOMask(COCOBox):
+    """COCO's 12 mask metrics (iouType 'segm'): ``masks`` are pycocotools RLEs in original-image
+    pixels, one per detection; labels and the score threshold as COCOBox."""
+
+    iou_type = "segm"
+
+    def update(self, image_id, masks, scores, labels) -> None:
+        image_id = self._image(image_id)
+        scores, labels = _np(scores).reshape(-1).astype(np.float64), _np(labels).reshape(-1).astype(int)
+        if not len(masks) == len(scores) == len(labels):
+            raise MetricError(f"COCOMask.update: {len(masks)} masks, {len(scores)} scores, {len(labels)} labels")
+        for rle, s, c in zip(masks, scores, labels):
+            if 0 <= c < len(self.category_ids) and s >= self.score_thresh:
+                counts = rle["counts"]
+                rle = {"size": list(rle["size"]), "counts": counts.decode() if isinstance(counts, bytes) else counts}
+                self.results.append({"image_id": image_id, "category_id": self.category_ids[c],
+                                     "segmentation": rle, "score": s})
+
+
+class COCODetectron:
+    """Detectron's json evaluation: box AP, plus mask AP (Mask R-CNN) or keypoint AP (Keypoint
+    R-CNN) on the same detections. Keypoint nets are scored, boxes too, against the person_keypoints
+    json, as Detectron's keypoint datasets are; an instance's keypoint score is its box score
+    (Detectron's KRCNN.KEYPOINT_CONFIDENCE 'bbox'). Box stats keep COCOBox's names; the others are
+    prefixed ``mask_`` / ``keypoint_``."""
+
+    def __init__(self, ann_file: str | Path, masks: bool = False, keypoints_ann: str | Path | None = None):
+        self.box = COCOBox(keypoints_ann or ann_file)
+        self.mask = COCOMask(ann_file) if masks else None
+        self.kps = COCOKeypoints(keypoints_ann, rescore=False) if keypoints_ann else None
+
+    def update(self, image_id, boxes, scores, labels, masks=None, keypoints=None) -> None:
+        self.box.update(image_id, boxes, scores, labels)
+        for metric, value, what in ((self.mask, masks, "masks"), (self.kps, keypoints, "keypoints")):
+            if metric is None:
+                continue
+            if value is None:
+                raise MetricError(f"COCODetectron.update: image {image_id} has no {what} to score")
+            if metric is self.mask:
+                metric.update(image_id, value, scores, labels)
+            else:  # person is the only class of a keypoint net
+                metric.update(image_id, np.asarray(value).reshape(-1, 17, 3), scores)
+
+    def result(self) -> dict[str, float]:
+        out = self.box.result()
+        for prefix, metric in (("mask", self.mask), ("keypoint", self.kps)):
+            if metric is not None:
+                out.update({f"{prefix}_{k}": v for k, v in metric.result().items()})
+        return out
+
+
 class COCOKeypoints(_COCOBase):
     """COCO keypoint AP/AR (10 stats). ``keypoints`` (K, 17, 3) = x, y, confidence in image pixels;
     ``scores`` the person boxes' scores. As gluoncv's COCOKeyPointsMetric, an instance scores
@@ -326,8 +377,23 @@ def metric_for(kind: str, dataset, spec=None):
         return TopK((1, 5) if len(dataset.classes) >= 5 else (1,))
     if kind == "voc07":
         return VOC07MAP(dataset.classes)
+    if kind == "coco" and spec is not None and spec.framework == "detectron":
+        return _detectron_metric(dataset, spec)
     if kind == "coco":
         return COCOBox(dataset.ann_file)
     if kind == "coco-keypoints":
         return COCOKeypoints(dataset.ann_file)
     return SegMetric(len(dataset.classes))
+
+
+def _detectron_metric(dataset, spec) -> COCODetectron:
+    """Box AP, plus the mask or keypoint AP the model's published metrics name."""
+    names = {m.name for m in spec.metrics}
+    kps = None
+    if "keypoint AP" in names:
+        from parity.datasets import DatasetError
+        kps = Path(dataset.ann_file).with_name("person_keypoints_val2017.json")
+        if not kps.is_file():
+            raise DatasetError(f"{dataset.root}: no annotations/person_keypoints_val2017.json ({spec.name} is "
+                               "scored on COCO's person keypoints)")
+    return COCODetectron(dataset.ann_file, masks="mask AP" in names, keypoints_ann=kps)

@@ -192,8 +192,30 @@ def _detectron(out: dict, input_hw: tuple[int, int], orig_hw: tuple[int, int],
     sx, sy = scale if scale is not None else (w / ow, h / oh)
     boxes = np.asarray(out["boxes"], dtype=np.float64).reshape(-1, 4) / [sx, sy, sx, sy]
     boxes = np.clip(boxes, 0, [ow - 1, oh - 1, ow - 1, oh - 1])
-    return {"boxes": boxes, "labels": np.asarray(out["labels"]).reshape(-1).astype(np.int64) - 1,
+    pred = {"boxes": boxes, "labels": np.asarray(out["labels"]).reshape(-1).astype(np.int64) - 1,
             "scores": np.asarray(out["scores"]).reshape(-1).astype(np.float64)}
+    if "masks" in out:  # Mask R-CNN: probabilities pasted at input size, (N, 1, h, w)
+        pred["masks"] = _detectron_masks(np.asarray(out["masks"]), (oh, ow))
+    if "keypoints" in out:  # Keypoint R-CNN: (N, 17, 3) x, y, 1 in input pixels
+        kps = np.asarray(out["keypoints"], dtype=np.float64).reshape(-1, 17, 3).copy()
+        kps[..., 0] /= sx
+        kps[..., 1] /= sy
+        kps[..., 2] = 1.0  # Detectron's json writes v = 1 for every joint
+        pred["keypoints"] = kps
+    return pred
+
+
+def _detectron_masks(probs: np.ndarray, orig_hw: tuple[int, int]) -> list[dict]:
+    """Each pasted probability map resized to the original image (cv2 bilinear), binarised at > 0.5
+    (Detectron's MRCNN.THRESH_BINARIZE) and RLE-encoded: the compact form gathered to rank 0."""
+    import cv2
+    from pycocotools import mask as mask_util
+    (oh, ow), out = orig_hw, []
+    for p in probs.reshape(-1, *probs.shape[-2:]):
+        if p.shape != (oh, ow):
+            p = cv2.resize(p.astype(np.float32), (ow, oh), interpolation=cv2.INTER_LINEAR)
+        out.append(mask_util.encode(np.asfortranarray(p > 0.5, dtype=np.uint8)))
+    return out
 
 
 def gt_at_input_scale(boxes: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
@@ -289,7 +311,8 @@ def update(metric: Any, spec: Any, sample: Any, pred: Any) -> None:
     if spec.task == "classification":
         metric.update_ranked(pred[None], np.array([t]))
     elif spec.task == "detection" and isinstance(t, dict) and "image_id" in t:  # COCO
-        metric.update(t["image_id"], pred["boxes"], pred["scores"], pred["labels"])
+        extra = {k: pred[k] for k in ("masks", "keypoints") if k in pred}  # Detectron Mask/Keypoint R-CNN
+        metric.update(t["image_id"], pred["boxes"], pred["scores"], pred["labels"], **extra)
     elif spec.task == "detection" and "input_scale" in pred:  # VOC at input scale, as eval_ssd/eval_yolo
         metric.update(pred["input_boxes"], pred["labels"], pred["scores"],
                       gt_at_input_scale(t["boxes"], pred["input_scale"]), t["labels"], t["difficult"])
