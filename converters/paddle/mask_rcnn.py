@@ -67,9 +67,13 @@ def source_net(depth: int, vd: bool, seed: int | None = None, fpn: bool = True):
     the Faster R-CNN of rcnn.source_net, MaskHead with RoIAlign 14 aligned sampling 0; FPN:
     MaskFeat 4 convs + deconv 256 on P2-P5; C4: share_bbox_feat (the box head's res5 on the mask
     RoIs), MaskFeat 0 convs + deconv 256; MaskPostProcess(binary_thresh 0.5)."""
+    return with_mask_head(rcnn.source_net(depth, vd, seed, fpn=fpn), fpn)
+
+
+def with_mask_head(faster, fpn: bool = True):
+    """ppdet's MaskRCNN on a built ppdet FasterRCNN's parts (any body: hrnet_mask_rcnn reuses it)."""
     from ..frameworks import import_paddle
     paddle = import_paddle()
-    faster = rcnn.source_net(depth, vd, seed, fpn=fpn)
     from ppdet.modeling.architectures.mask_rcnn import MaskRCNN
     from ppdet.modeling.heads.mask_head import MaskFeat, MaskHead
     from ppdet.modeling.post_process import MaskPostProcess
