@@ -19,7 +19,7 @@ from ..registry import Metric, ModelSpec, ppdet_eval, register
 from ..rules import Rule
 from .hrnet_seg import PPDET, Triple, trunk_dygraph
 from .paddlex import BN_DEFAULTS
-from .rcnn import FIXUPS, NOTES as RCNN_NOTES, PD_ZOO, _roi_probe, neck_head_entries, rcnn_weights, source_run
+from .rcnn import FIXUPS, NOTES as RCNN_NOTES, PD_ZOO, fpn_faster_rcnn, neck_head_entries, rcnn_weights, source_run
 
 W18 = HRNetConfig(18)  # ppdet pads (k - 1) // 2 and fuses by nearest upsampling, as PaddleClas
 
@@ -41,17 +41,12 @@ def rules(triples: Iterator[Triple]) -> list[Rule]:
 def source_net(seed: int | None = None):
     """ppdet 2.6's FasterRCNN with faster_rcnn_hrnetv2p_w18.yml's values (v2.6.0): HRNet width 18,
     freeze_at 0, return_idx 0..3; HRFPN 256, no shared conv (extra stage: P6 by average pool); the
-    rest as faster_rcnn_r50_fpn.yml (rcnn.source_net)."""
+    rest as faster_rcnn_r50_fpn.yml (rcnn.fpn_faster_rcnn)."""
     from ..frameworks import import_paddle, import_ppdet
     paddle = import_paddle()
     import_ppdet()
-    from ppdet.modeling.architectures.faster_rcnn import FasterRCNN
     from ppdet.modeling.backbones.hrnet import HRNet
-    from ppdet.modeling.heads.bbox_head import BBoxHead, TwoFCHead
-    from ppdet.modeling.layers import MultiClassNMS, RCNNBox
     from ppdet.modeling.necks.hrfpn import HRFPN
-    from ppdet.modeling.post_process import BBoxPostProcess
-    from ppdet.modeling.proposal_generator.rpn_head import RPNHead
     with paddle.utils.unique_name.guard():
         if seed is not None:
             paddle.seed(seed)
@@ -59,20 +54,7 @@ def source_net(seed: int | None = None):
         shapes = backbone.out_shape
         neck = HRFPN(in_channels=[s.channels for s in shapes], out_channel=256, share_conv=False,
                      spatial_scales=[1.0 / s.stride for s in shapes])
-        rpn = RPNHead(anchor_generator={"aspect_ratios": [0.5, 1.0, 2.0], "strides": [4, 8, 16, 32, 64],
-                                        "anchor_sizes": [[32], [64], [128], [256], [512]]},
-                      test_proposal={"min_size": 0.0, "nms_thresh": 0.7, "pre_nms_top_n": 1000, "post_nms_top_n": 1000},
-                      in_channel=256)
-        head = BBoxHead(TwoFCHead(256, 1024, 7), 1024,
-                        roi_extractor={"resolution": 7, "sampling_ratio": 0, "aligned": True,
-                                       "spatial_scale": [1.0 / s.stride for s in neck.out_shape]},
-                        num_classes=80)
-        post = BBoxPostProcess(80, RCNNBox(num_classes=80),
-                               MultiClassNMS(keep_top_k=100, score_threshold=0.05, nms_threshold=0.5))
-        net = FasterRCNN(backbone, rpn, head, post, neck)
-        net.bbox_head.roi_extractor = _roi_probe(paddle, net.bbox_head.roi_extractor)
-    net.eval()
-    return net
+        return fpn_faster_rcnn(paddle, backbone, neck)
 
 
 NOTES = (

@@ -172,19 +172,12 @@ AFFINE_DEFAULTS = (
 
 def source_net(depth: int, vd: bool, seed: int | None = None, fpn: bool = True):
     """ppdet 2.6's FasterRCNN with faster_rcnn_r50_fpn.yml's values (v2.6.0): ResNet norm bn,
-    freeze_at 0, 4 stages; FPN 256; RPN anchors 32..512 x (0.5, 1, 2) at strides 4..64, test
-    proposals pre/post 1000, NMS 0.7, min_size 0; TwoFCHead 1024, RoIAlign 7 aligned sampling 0;
-    RCNNBox + MultiClassNMS(keep 100, score 0.05, IoU 0.5)."""
+    freeze_at 0, 4 stages; FPN 256; the rest as ``fpn_faster_rcnn``."""
     from ..frameworks import import_paddle, import_ppdet
     paddle = import_paddle()
     import_ppdet()
-    from ppdet.modeling.architectures.faster_rcnn import FasterRCNN
     from ppdet.modeling.backbones.resnet import ResNet
-    from ppdet.modeling.heads.bbox_head import BBoxHead, TwoFCHead
-    from ppdet.modeling.layers import MultiClassNMS, RCNNBox
     from ppdet.modeling.necks.fpn import FPN
-    from ppdet.modeling.post_process import BBoxPostProcess
-    from ppdet.modeling.proposal_generator.rpn_head import RPNHead
     if not fpn:
         return _source_net_c4(paddle, depth, seed, vd)
     with paddle.utils.unique_name.guard():
@@ -195,18 +188,31 @@ def source_net(depth: int, vd: bool, seed: int | None = None, fpn: bool = True):
         shapes = backbone.out_shape
         neck = FPN(in_channels=[s.channels for s in shapes], out_channel=256,
                    spatial_scales=[1.0 / s.stride for s in shapes])
-        rpn = RPNHead(anchor_generator={"aspect_ratios": [0.5, 1.0, 2.0], "strides": [4, 8, 16, 32, 64],
-                                        "anchor_sizes": [[32], [64], [128], [256], [512]]},
-                      test_proposal={"min_size": 0.0, "nms_thresh": 0.7, "pre_nms_top_n": 1000, "post_nms_top_n": 1000},
-                      in_channel=256)
-        head = BBoxHead(TwoFCHead(256, 1024, 7), 1024,
-                        roi_extractor={"resolution": 7, "sampling_ratio": 0, "aligned": True,
-                                       "spatial_scale": [1.0 / s.stride for s in neck.out_shape]},
-                        num_classes=80)
-        post = BBoxPostProcess(80, RCNNBox(num_classes=80),
-                               MultiClassNMS(keep_top_k=100, score_threshold=0.05, nms_threshold=0.5))
-        net = FasterRCNN(backbone, rpn, head, post, neck)
-        net.bbox_head.roi_extractor = _roi_probe(paddle, net.bbox_head.roi_extractor)
+        return fpn_faster_rcnn(paddle, backbone, neck)
+
+
+def fpn_faster_rcnn(paddle, backbone, neck):
+    """ppdet's FasterRCNN on a body with an FPN-like neck, faster_rcnn_r50_fpn.yml's values (v2.6.0):
+    RPN anchors 32..512 x (0.5, 1, 2) at strides 4..64, test proposals pre/post 1000, NMS 0.7,
+    min_size 0; TwoFCHead 1024, RoIAlign 7 aligned sampling 0; RCNNBox + MultiClassNMS(keep 100,
+    score 0.05, IoU 0.5). Call inside the caller's unique_name guard (parameter names follow it)."""
+    from ppdet.modeling.architectures.faster_rcnn import FasterRCNN
+    from ppdet.modeling.heads.bbox_head import BBoxHead, TwoFCHead
+    from ppdet.modeling.layers import MultiClassNMS, RCNNBox
+    from ppdet.modeling.post_process import BBoxPostProcess
+    from ppdet.modeling.proposal_generator.rpn_head import RPNHead
+    rpn = RPNHead(anchor_generator={"aspect_ratios": [0.5, 1.0, 2.0], "strides": [4, 8, 16, 32, 64],
+                                    "anchor_sizes": [[32], [64], [128], [256], [512]]},
+                  test_proposal={"min_size": 0.0, "nms_thresh": 0.7, "pre_nms_top_n": 1000, "post_nms_top_n": 1000},
+                  in_channel=256)
+    head = BBoxHead(TwoFCHead(256, 1024, 7), 1024,
+                    roi_extractor={"resolution": 7, "sampling_ratio": 0, "aligned": True,
+                                   "spatial_scale": [1.0 / s.stride for s in neck.out_shape]},
+                    num_classes=80)
+    post = BBoxPostProcess(80, RCNNBox(num_classes=80),
+                           MultiClassNMS(keep_top_k=100, score_threshold=0.05, nms_threshold=0.5))
+    net = FasterRCNN(backbone, rpn, head, post, neck)
+    net.bbox_head.roi_extractor = _roi_probe(paddle, net.bbox_head.roi_extractor)
     net.eval()
     return net
 
