@@ -180,14 +180,20 @@ class MultiClassNMS(nn.Module):
 
     def forward(self, boxes: torch.Tensor, scores: torch.Tensor):
         """boxes (B, M, 4), scores (B, C, M)."""
-        p, k = self.post, self.post.keep_top_k
-        out = torch.full((boxes.shape[0], k, 6), -1.0, dtype=torch.float32)
-        for b in range(boxes.shape[0]):
-            rows, _ = multiclass_nms(boxes[b], scores[b], score_threshold=p.score_threshold,
-                                     nms_top_k=p.nms_top_k, keep_top_k=k, nms_threshold=p.nms_threshold,
-                                     normalized=p.normalized)
-            out[b, : rows.shape[0]] = rows[:k]
-        return out[..., :1], out[..., 1:2], out[..., 2:]
+        p = self.post
+        return per_image_rows(lambda bx, sc: multiclass_nms(
+            bx, sc, score_threshold=p.score_threshold, nms_top_k=p.nms_top_k, keep_top_k=p.keep_top_k,
+            nms_threshold=p.nms_threshold, normalized=p.normalized)[0], boxes, scores, p.keep_top_k)
+
+
+def per_image_rows(nms, boxes: torch.Tensor, scores: torch.Tensor, keep_top_k: int):
+    """``nms(boxes[b], scores[b])`` -> (n, 6) rows per image, padded with -1 to ``keep_top_k`` and
+    split into (ids, scores, boxes): (B, keep_top_k, 1|1|4)."""
+    out = torch.full((boxes.shape[0], keep_top_k, 6), -1.0, dtype=torch.float32)
+    for b in range(boxes.shape[0]):
+        rows = nms(boxes[b], scores[b])
+        out[b, : rows.shape[0]] = rows[:keep_top_k]
+    return out[..., :1], out[..., 1:2], out[..., 2:]
 
 
 class PaddleYOLOv3(nn.Module):

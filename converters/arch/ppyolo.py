@@ -31,7 +31,7 @@ from torch import nn
 from .darknet import ConvBNLeaky, DarkNetConfig
 from .dcn import ModulatedDeformConv2d
 from .paddle_nms import matrix_nms
-from .paddle_yolo import MultiClassNMS, PaddleYOLOConfig, PostProcess, Tap, YOLOBox, _Backbone
+from .paddle_yolo import MultiClassNMS, PaddleYOLOConfig, PostProcess, Tap, YOLOBox, _Backbone, per_image_rows
 
 
 @dataclass(frozen=True)
@@ -151,15 +151,11 @@ class MatrixNMS(nn.Module):
         self.post = post
 
     def forward(self, boxes: torch.Tensor, scores: torch.Tensor):
-        p, k = self.post, self.post.keep_top_k
-        out = torch.full((boxes.shape[0], k, 6), -1.0, dtype=torch.float32)
-        for b in range(boxes.shape[0]):
-            rows, _ = matrix_nms(boxes[b], scores[b], score_threshold=p.score_threshold,
-                                 post_threshold=p.post_threshold, nms_top_k=p.nms_top_k, keep_top_k=k,
-                                 normalized=p.normalized, use_gaussian=p.use_gaussian,
-                                 gaussian_sigma=p.gaussian_sigma, background_label=-1)
-            out[b, : rows.shape[0]] = rows[:k]
-        return out[..., :1], out[..., 1:2], out[..., 2:]
+        p = self.post
+        return per_image_rows(lambda bx, sc: matrix_nms(
+            bx, sc, score_threshold=p.score_threshold, post_threshold=p.post_threshold, nms_top_k=p.nms_top_k,
+            keep_top_k=p.keep_top_k, normalized=p.normalized, use_gaussian=p.use_gaussian,
+            gaussian_sigma=p.gaussian_sigma, background_label=-1)[0], boxes, scores, p.keep_top_k)
 
 
 class CSPBlock(nn.Module):
