@@ -1,6 +1,7 @@
-"""PaddleX MaskRCNN_HRNet_W18_FPN (converters/paddle/hrnet_mask_rcnn.py), without paddle: the dygraph
-rules over every target tensor, a .pdparams file through the reader and pipeline, and a small
-detector on the HRNet + HRFPN body with the mask branch in both numerics (CI's check; parity is slow)."""
+"""PaddleX MaskRCNN_HRNet_W18_FPN (converters/paddle/hrnet_mask_rcnn.py), without paddle: the rules of
+both layouts over every target tensor, a .pdparams file and a fluid directory through the reader and
+pipeline, and a small detector on the HRNet + HRFPN body with the mask branch in both numerics (CI's
+check; parity is slow)."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,8 +14,9 @@ from converters.arch.hrfpn import HRFPN, hrnet_hrfpn
 from converters.arch.hrnet import HRNetBody, HRNetConfig
 from converters.arch.paddle_mask_rcnn import MaskConfig, PaddleMaskRCNN
 from converters.arch.paddle_rcnn import RCNNConfig
-from converters.paddle import hrnet_mask_rcnn, hrnet_rcnn
-from test_paddle_cls_fixtures import write_pdparams
+from converters.paddle import hrnet_mask_rcnn, hrnet_rcnn, ppcls
+from test_paddle_cls_fixtures import write_fluid_dir, write_pdparams
+from test_paddle_mask_rcnn_zoo import _to_static
 
 NAME = "MaskRCNN_HRNet_W18_FPN"
 TINY = HRNetConfig(4, modules=(1, 1, 1), blocks=1)
@@ -22,8 +24,8 @@ TINY = HRNetConfig(4, modules=(1, 1, 1), blocks=1)
 
 def test_registered():
     spec = registry.get(NAME)
-    assert spec.task == "detection" and spec.slow and set(spec.rules) == {"dygraph"}
-    assert spec.numerics == {"dygraph": "ppdet"} and spec.preprocess.pad_to == 32
+    assert spec.task == "detection" and spec.slow and set(spec.rules) == {"dygraph", "fluid"}
+    assert spec.numerics == {"dygraph": "ppdet", "fluid": "paddlex"} and spec.preprocess.pad_to == 32
     assert spec.weights().url.endswith("/mask_rcnn_hrnetv2p_w18_2x.tar")
     assert [(m.name, m.value) for m in spec.metrics] == [("mAP", 38.7), ("mask_mAP", 34.7)]
     assert [t for _, t in spec.replay] == ["collect", "mask_rois"]
@@ -46,9 +48,22 @@ def test_rules_cover_every_target_tensor_one_to_one():
     assert table["neck.reduction.weight"] == "fpn.reduction.weight"
 
 
-def test_pdparams_converts(tmp_path):
+def test_fluid_rules_cover_every_target_tensor_one_to_one():
+    """The Faster R-CNN's static names (hrnet_rcnn.fluid) + the static mask head's."""
     spec = registry.get(NAME)
-    target = spec.build().state_dict()
+    target = {k for k in spec.build().state_dict() if not k.endswith("num_batches_tracked")}
+    table = {s: t for s, t, _ in hrnet_mask_rcnn.fluid()}
+    assert len(table) == 1557 and {s for s, _, _ in hrnet_rcnn.fluid()} < set(table)
+    hits = [next(r.apply(s) for r in spec.rules["fluid"] if r.apply(s)) for s in table]
+    assert sorted(hits) == sorted(target)
+    assert table["mask_inter_feat_4_w"] == "mask_head.convs.6.weight" and table["conv5_mask_b"] == "mask_head.deconv.bias"
+    assert table["mask_fcn_logits_w"] == "mask_head.logits.weight" and table["hrfpn_reduction_weights"] == "fpn.reduction.weight"
+    names = ppcls._FLUID_NAMES[NAME]()
+    assert sorted(names) == sorted(s for s, _, _ in hrnet_mask_rcnn.dygraph()) and len(set(names.values())) == 1557
+
+
+def _synthetic() -> dict[str, np.ndarray]:
+    target = registry.get(NAME).build().state_dict()
     rng = np.random.default_rng(0)
     tensors = {}
     for s, t, _ in hrnet_mask_rcnn.dygraph():
@@ -56,6 +71,27 @@ def test_pdparams_converts(tmp_path):
         linear = t.startswith(("box_head.fc", "score.", "delta.")) and t.endswith("weight")
         a = rng.standard_normal(shape[::-1] if linear else shape).astype(np.float32)
         tensors[s] = np.abs(a) + 0.5 if t.endswith("running_var") else a
+    return tensors
+
+
+def test_fluid_and_dygraph_files_convert_to_one_state_dict(tmp_path):
+    """Static values (background class first, its box rows and mask channel added): the same state dict
+    as the .pdparams, the target in PaddleX 1.x's numerics (HRFPN align_corners True included)."""
+    dy, names = _synthetic(), hrnet_mask_rcnn.fluid_names()
+    a = converters.convert(NAME, weights=write_pdparams(tmp_path / "m.pdparams", dy))
+    b = converters.convert(NAME, weights=write_fluid_dir(tmp_path / "mask_rcnn_hrnetv2p_w18_2x",
+                                                         {names[k]: _to_static(k, v) for k, v in dy.items()}))
+    assert (a.layout, b.layout) == ("dygraph", "fluid")
+    assert a.state_dict.keys() == b.state_dict.keys()
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert b.module.fpn.align_corners and b.module.mask_roi_align.numerics.sampling_ratio == 2
+    fixed = {r.target: r.fixup for r in b.mapping if r.status == "mapped"}
+    assert fixed["mask_head.logits.weight"] == "static_mask_logits_weight_drop_bg"
+    assert fixed["score.bias"] == "static_score_bias_bg_last"
+
+
+def test_pdparams_converts(tmp_path):
+    tensors = _synthetic()
     r = converters.convert(NAME, weights=write_pdparams(tmp_path / "m.pdparams", tensors))
     got = r.module.state_dict()
     assert r.layout == "dygraph" and all(row.status in ("mapped", "default") for row in r.mapping)

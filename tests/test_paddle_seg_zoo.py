@@ -21,7 +21,7 @@ from test_paddle_cls_fixtures import write_fluid_dir, write_pdparams
 
 MODELS = {"FastSCNN": {"dygraph": seg.fast_scnn_dygraph, "fluid": seg.fast_scnn_fluid},
           "UNet": {"dygraph": seg.unet_dygraph, "fluid": seg.unet_fluid},
-          "HRNet_W18": {"dygraph": hrnet_seg.fcn_dygraph},
+          "HRNet_W18": {"dygraph": hrnet_seg.fcn_dygraph, "fluid": hrnet_seg.fcn_fluid},
           "DeepLabv3_Xception65": {"dygraph": lambda: iter([*seg.xception65_dygraph(), *seg.deeplab_head_dygraph()])},
           "DeepLabv3_MobileNetV2_x1.0": {
               "dygraph": lambda: iter([*seg.mobilenet_v2_dygraph(), *seg.deeplab_head_dygraph()]),

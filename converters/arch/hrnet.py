@@ -10,7 +10,9 @@ high-resolution modules over 2, 3, 4 parallel branches (widths w, 2w, 4w, 8w). A
 Each new branch is a 3x3/2 conv-BN-ReLU on the lowest-resolution one. The two Paddle generations
 differ in two switches (``HRNetConfig``): PaddleClas pads symmetrically and upsamples by nearest with
 an integer factor (PaddleDetection 2.x too); PaddleSeg 2.x pads stride-2 convs "same" (the odd pixel
-after: arch/paddle_seg.py) and upsamples bilinearly (align_corners False) to the exact branch size.
+after: arch/paddle_seg.py) and upsamples bilinearly (align_corners False) to the exact branch size;
+PaddleX 1.x's static segmentation trunk pads symmetrically and upsamples bilinearly to the branch size
+with align_mode 1 (no half-pixel shift: ``fuse_up="bilinear_asym"``).
 The classification head lifts
 every branch through a bottleneck (with a projection) to 128/256/512/1024 channels, merges them
 downwards (y = x_{i+1} + conv3x3/2-BN-ReLU(y)), then conv1x1-BN-ReLU to 2048, global average, Linear.
@@ -21,7 +23,7 @@ no conv biases, ReLU after the sum: exactly HRNet's blocks). The sums run in the
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +31,10 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from .paddle_blocks import ConvBNAct
-from .paddle_seg import ConvBNAct as BiasedConvBNAct, conv2d, resize
+from .paddle_seg import ConvBNAct as BiasedConvBNAct, conv2d, resize, resize_asym
+
+
+FUSE_UP = ("nearest", "bilinear", "bilinear_asym")
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class HRNetConfig:
     bn_eps: float = 1e-5
     same_pad: bool = False  # stride-2 convs padded as Paddle's "same" (PaddleSeg), else (k - 1) // 2
     fuse_up: str = "nearest"  # "nearest": integer factor (PaddleClas) | "bilinear": to the branch's size
+    # | "bilinear_asym": to the branch's size, align_mode 1 (PaddleX 1.x static segmentation)
 
     def channels(self, branches: int) -> list[int]:
         return [self.width * 2 ** b for b in range(branches)]
@@ -68,7 +74,10 @@ class HRModule(nn.Module):
 
     def __init__(self, channels: list[int], cfg: HRNetConfig):
         super().__init__()
-        self.bilinear = cfg.fuse_up == "bilinear"
+        if cfg.fuse_up not in FUSE_UP:
+            raise ValueError(f"fuse_up must be one of {FUSE_UP}, got {cfg.fuse_up!r}")
+        self.up = cfg.fuse_up
+        self.bilinear = cfg.fuse_up != "nearest"
         norm = functools.partial(nn.BatchNorm2d, eps=cfg.bn_eps)
         self.branches = nn.ModuleList(
             nn.Sequential(*(BasicBlock(c, c, norm_layer=norm) for _ in range(cfg.blocks))) for c in channels)
@@ -91,7 +100,9 @@ class HRModule(nn.Module):
         for i, row in enumerate(self.fuse):
             y = xs[i]
             for j, path in enumerate(row):
-                if j > i and self.bilinear:
+                if j > i and self.up == "bilinear_asym":
+                    y = y + resize_asym(path(xs[j]), y.shape[-2:])
+                elif j > i and self.bilinear:
                     y = y + resize(path(xs[j]), y.shape[-2:], False)
                 elif j > i:  # an integer nearest upsample repeats each pixel 2^(j-i) times per axis
                     y = y + F.interpolate(path(xs[j]), scale_factor=2 ** (j - i), mode="nearest")
@@ -152,23 +163,42 @@ class HRNet(HRNetBody):
 
 
 SEG_W18 = HRNetConfig(18, same_pad=True, fuse_up="bilinear")  # PaddleSeg 2.x's HRNet_W18
+SEG_NUMERICS = ("paddleseg", "paddlex")
 
 
 class HRNetFCN(nn.Module):
     """PaddleSeg's FCN on HRNet: the four branches resized to the first's size (bilinear,
     align_corners False) and concatenated (15w channels), a 1x1 conv-BN-ReLU (biased conv), a 1x1
-    classifier, logits resized to the input size."""
+    classifier, logits resized to the input size.
 
-    def __init__(self, num_classes: int = 19, cfg: HRNetConfig = SEG_W18):
+    ``set_numerics("paddlex")`` rebuilds it (untrained) as PaddleX 1.x's static net: the trunk padded
+    symmetrically with align_mode-1 fusion (``fuse_up="bilinear_asym"``), bias-free head conv and
+    classifier, both head resizes with align_corners True (fluid resize_bilinear's default)."""
+
+    def __init__(self, num_classes: int = 19, cfg: HRNetConfig = SEG_W18, numerics: str = "paddleseg"):
         super().__init__()
+        self.num_classes, self.dygraph_cfg = num_classes, cfg
+        self._build(numerics)
+
+    def _build(self, numerics: str) -> None:
+        if numerics not in SEG_NUMERICS:
+            raise ValueError(f"HRNetFCN numerics must be one of {SEG_NUMERICS}, got {numerics!r}")
+        self.numerics, static = numerics, numerics == "paddlex"
+        cfg = replace(self.dygraph_cfg, same_pad=False, fuse_up="bilinear_asym") if static else self.dygraph_cfg
         self.cfg = cfg
         self.backbone = HRNetBody(cfg)
         c = sum(cfg.channels(4))
-        self.head = BiasedConvBNAct(c, c, 1, 1, 0)
-        self.logit = nn.Conv2d(c, num_classes, 1)
+        self.head = ConvBNAct(c, c, 1, act="relu", bn_eps=cfg.bn_eps) if static else BiasedConvBNAct(c, c, 1, 1, 0)
+        self.logit = nn.Conv2d(c, self.num_classes, 1, bias=not static)
+
+    def set_numerics(self, name: str) -> None:
+        """"paddleseg" or "paddlex": rebuilds the (untrained) layers; call it before loading weights."""
+        if name != self.numerics:
+            self._build(name)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        corners = self.numerics == "paddlex"
         xs = self.backbone.branches(x)
         size = xs[0].shape[-2:]
-        y = torch.cat([xs[0]] + [resize(t, size, False) for t in xs[1:]], 1)
-        return resize(self.logit(self.head(y)), x.shape[-2:], False)
+        y = torch.cat([xs[0]] + [resize(t, size, corners) for t in xs[1:]], 1)
+        return resize(self.logit(self.head(y)), x.shape[-2:], corners)

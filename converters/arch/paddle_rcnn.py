@@ -12,7 +12,8 @@ pool, ppdet's Res5Head; RPN and RoIs on res4 at stride 16), torchvision's BoxCod
 sampling, unrounded anchors at offset 0, eps in the level mapper, NMS normalized=True, boxes clipped
 to [0, W]); "paddlex" = the static ops PaddleX 1.x ran (+1 widths, RoIAlign aligned=False with
 sampling_ratio 2, Detectron's legacy anchors at offset 0.5, no eps, static box_coder decode without a
-dw clamp, clip to [0, W - 1], NMS normalized=False, proposals scored by sigmoid probabilities).
+dw clamp, clip to [0, W - 1], NMS normalized=False, proposals scored by sigmoid probabilities, an
+HRFPN's upsampling with align_corners True).
 
 Input: one padded batch (B, 3, H, W); boxes are in network-input pixels (im_shape = (H, W), scale
 factor 1). Output (ids, scores, boxes): (B, K, 1), (B, K, 1), (B, K, 4), K = keep_top_k, rows in
@@ -44,11 +45,12 @@ class Numerics:
     legacy_anchors: bool  # static anchor_generator vs ppdet AnchorGenerator
     static_decode: bool  # box_coder decode_center_size (+1/-1, no clamp) vs delta2bbox
     sigmoid_rpn: bool  # proposals ranked by sigmoid probabilities (static) or logits (ppdet)
+    corner_resize: bool = False  # HRFPN's bilinear upsampling: align_corners True (static) or False
 
 
 NUMERICS = {
     "ppdet": Numerics(False, True, 0, 1e-6, False, False, False),
-    "paddlex": Numerics(True, False, 2, 0.0, True, True, True),
+    "paddlex": Numerics(True, False, 2, 0.0, True, True, True, True),
 }
 
 
@@ -228,6 +230,8 @@ class PaddleFasterRCNN(nn.Module):
         for m in (self.score, self.delta):
             m.static_source = name == "paddlex"
         self.collect.always_sort = n.pixel_offset  # static collect_fpn_proposals sorts always
+        if hasattr(getattr(self, "fpn", None), "align_corners"):  # HRFPN (arch/hrfpn.py)
+            self.fpn.align_corners = n.corner_resize
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         if self.cfg.body is not None:

@@ -5,7 +5,10 @@ Own code where Paddle's arithmetic differs from torch's built-ins:
   right (pad_before = total // 2), input-size dependent for stride 2; torch's ``padding="same"``
   refuses strides above 1.
 - ``resize``: bilinear with the switch the two Paddle generations differ in: ``fluid.layers.
-  resize_bilinear`` defaults to align_corners=True, PaddleSeg 2.x passes align_corners=False."""
+  resize_bilinear`` defaults to align_corners=True, PaddleSeg 2.x passes align_corners=False.
+- ``resize_asym``: Paddle's bilinear with align_corners False and align_mode 1 (PaddleX 1.x's
+  static HRNet fusion): source index = output index * in / out, no half-pixel shift; torch's
+  interpolate has no such mode."""
 from __future__ import annotations
 
 import math
@@ -19,6 +22,20 @@ BN_EPS = 1e-5  # paddle.nn.BatchNorm2D and fluid.layers.batch_norm default epsil
 
 def resize(x: torch.Tensor, size, align_corners: bool) -> torch.Tensor:
     return F.interpolate(x, size=tuple(int(s) for s in size), mode="bilinear", align_corners=align_corners)
+
+
+def resize_asym(x: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear, align_mode 1: along each axis out[k] = lerp(in[i], in[min(i + 1, n - 1)], t) with
+    i + t = k * n / m (a float32 ratio, as Paddle's kernel computes it)."""
+    out = x
+    for axis, m in ((-2, int(size[0])), (-1, int(size[1]))):
+        n = out.shape[axis]
+        src = torch.arange(m, dtype=torch.float32, device=x.device) * torch.tensor(n / m, dtype=torch.float32)
+        lo = src.floor().long().clamp(0, n - 1)
+        hi = (lo + 1).clamp(max=n - 1)
+        t = (src - lo).to(x.dtype).view((-1, 1) if axis == -2 else (-1,))
+        out = out.index_select(axis, lo) * (1 - t) + out.index_select(axis, hi) * t
+    return out
 
 
 class SameConv2d(nn.Conv2d):

@@ -67,7 +67,9 @@ def _module(cfg: HRNetConfig, stage: int, m: int) -> Iterator[ConvBN]:
                 flat += 1
 
 
-def layers(cfg: HRNetConfig) -> Iterator[ConvBN]:
+def trunk(cfg: HRNetConfig) -> Iterator[ConvBN]:
+    """Stem, layer1, transitions and stages: the static names PaddleX 1.x's ``cv/nets/hrnet.py``
+    gives its detection and segmentation trunks too (hrnet_rcnn.py, hrnet_seg.py)."""
     yield _convbn("conv_layer1_1", "layer1_1", "conv1")
     yield _convbn("conv_layer1_2", "layer1_2", "conv2")
     for b in range(4):
@@ -79,6 +81,10 @@ def layers(cfg: HRNetConfig) -> Iterator[ConvBN]:
             yield _convbn(f"conv_tr{stage - 1}", f"tr{stage - 1}_layer_{stage}", f"transition{stage - 1}")
         for m in range(modules):
             yield from _module(cfg, stage, m)
+
+
+def layers(cfg: HRNetConfig) -> Iterator[ConvBN]:
+    yield from trunk(cfg)
     for i in range(len(cfg.head_planes)):
         yield from _bottleneck(f"last_cls.func_list.{i}", f"cls_headconv_{i + 1}", f"incre.{i}", True)
     for i in range(len(cfg.head_planes) - 1):

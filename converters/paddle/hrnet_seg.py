@@ -10,7 +10,13 @@ ConvBNReLU (``._conv``, ``._batch_norm``), named by ``add_sublayer`` strings, 1-
 ``fuse_func.residual_st<s>_<m>_layer_<i>_<j>`` (j > i) or ``..._<i>_<j>_<k>`` (j < i); head
 ``head.conv_1`` (biased conv) and ``head.cls``. PaddleDetection 2.x's HRNet names the same layers
 the same way but for its sublayers (``PPDET``): the trunk table serves hrnet_rcnn.py too.
-Not ported: the PaddleX 1.x / PaddleSeg 0.x static checkpoint of the link (no "fluid" layout)."""
+
+Layout "fluid" (PaddleX 1.x ``cv/nets/segmentation/hrnet.py`` on ``cv/nets/hrnet.py``, release/1.3
+at a76b3413; one file per variable): the trunk named as HRNet_W18_C's static table (hrnet.py's
+``trunk``, ``layer1_1`` ... ``st4_3_layer_4_2_2``), the head ``conv-2`` (a conv_bn_layer:
+``conv-2_weights``, ``conv-2_bn_{scale,offset,mean,variance}``) and ``conv-1_weights`` (the
+classifier, no bias). The static net differs from PaddleSeg 2.x's, so the target is rebuilt for it
+(numerics "paddlex", arch/hrnet.py's HRNetFCN)."""
 from __future__ import annotations
 
 import functools
@@ -18,8 +24,9 @@ from typing import Iterator
 
 from ..arch.hrnet import SEG_W18, HRNetConfig, HRNetFCN
 from ..registry import ModelSpec, paddleseg_eval, register
-from .paddlex import BN_DEFAULTS
-from .segmentation import BN_DY, BN_TG, SEG, Triple, dy_conv_bn, miou, rules, run_logits, seg_weights
+from . import hrnet as cls_hrnet
+from .paddlex import BN_DEFAULTS, triples
+from .segmentation import BN_DY, BN_TG, SEG, Triple, dy_conv_bn, miou, rules, run_logits, seg_weights, st_layer
 
 
 PADDLESEG = ("_conv", "_batch_norm", "bb")  # conv, norm sublayer names; layer1's block prefix
@@ -74,6 +81,25 @@ def trunk_dygraph(cfg: HRNetConfig, src: str = "backbone.", tgt: str = "backbone
             yield from _module(cfg, stage, m, src, tgt, names)
 
 
+def trunk_fluid(cfg: HRNetConfig, tgt: str = "backbone.") -> Iterator[Triple]:
+    """PaddleX 1.x's static HRNet trunk (the classifier's static names, hrnet.py) onto our HRNetBody
+    at ``tgt``."""
+    for _, st, target, _ in triples(cls_hrnet.trunk(cfg)):
+        yield st, f"{tgt}{target}", f"static {st}: PaddleX 1.x HRNet trunk"
+
+
+def static_names(dygraph: Iterator[Triple], fluid: Iterator[Triple]) -> dict[str, str]:
+    """{dygraph key: static name} of two tables onto the same target keys (the oracle's map)."""
+    by_target = {t: s for s, t, _ in fluid}
+    return {s: by_target[t] for s, t, _ in dygraph}
+
+
+def fcn_fluid(cfg: HRNetConfig = SEG_W18) -> Iterator[Triple]:
+    yield from trunk_fluid(cfg)
+    yield from st_layer("conv-2", "head")
+    yield "conv-1_weights", "logit.weight", "static classifier 1x1 conv (no bias)"
+
+
 def fcn_dygraph(cfg: HRNetConfig = SEG_W18) -> Iterator[Triple]:
     yield from trunk_dygraph(cfg)
     yield from dy_conv_bn("head.conv_1", "head", True)
@@ -98,15 +124,21 @@ NOTES = (
     "(shared with HRNet_W18_C) with PaddleSeg's switches: stride-2 convs padded 'same' (the odd pixel after), "
     "fusion upsampling bilinear to the branch size, align_corners False; the four branches resized to 1/4 and "
     "concatenated (270 ch), 1x1 conv-BN-ReLU, 1x1 classifier, logits resized to the input size.",
-    "Not ported: the PaddleX 1.x / PaddleSeg 0.x static checkpoint of the link (hrnet_w18_bn_cityscapes): no "
-    "'fluid' layout (its trunk's static names are HRNet_W18_C's, its head and padding unverified here).",
+    "'fluid' (PaddleX 1.x static net, names and ops verified against PaddleX release/1.3 at a76b3413, "
+    "paddlex/cv/nets/hrnet.py and cv/nets/segmentation/hrnet.py): numerics 'paddlex' rebuilds the target as "
+    "that net: the trunk's convs padded (k - 1) // 2, fusion bilinear to the branch size with align_mode 1 "
+    "(source index = output index x in / out), head conv-2 and classifier conv-1 without biases, the concat "
+    "and logit resizes with align_corners True. The link itself (PaddleSeg 0.x's hrnet_w18_bn_cityscapes) "
+    "was trained by PaddleSeg 0.x, whose fusion resize differed (align_corners True, before PaddleX's "
+    "commit a20bc127); the port runs PaddleX 1.x's net, as PaddleX 1.3 does.",
     "Input: (x / 255 - 0.5) / 0.5; output logits (B, 19, H, W) at input size.",
 )
 
 register(ModelSpec(
     name="HRNet_W18", family="paddle.segmentation", framework="paddle", task="segmentation",
     source_format="paddle-checkpoint", build=functools.partial(HRNetFCN, 19),
-    rules={"dygraph": rules(fcn_dygraph())},
+    rules={"dygraph": rules(fcn_dygraph()), "fluid": rules(fcn_fluid())},
+    numerics={"dygraph": "paddleseg", "fluid": "paddlex"},
     preprocess=paddleseg_eval((512, 512), "BGR"),
     weights=functools.partial(seg_weights, "HRNet_W18", f"{SEG}hrnet_w18_bn_cityscapes.tgz"),
     source_model="FCN", defaults=BN_DEFAULTS, metrics=miou(79.36), notes=NOTES,

@@ -80,7 +80,8 @@ def classifier(dygraph: str, weight: str, bias: str, target: str = "fc") -> tupl
 Entry = Union[ConvBN, Norm, Tensor]
 
 
-def _triples(entries: Iterable[Entry]):
+def triples(entries: Iterable[Entry]):
+    """(dygraph key, static name, target key, why) of every tensor of ``entries``."""
     for e in entries:
         if isinstance(e, Tensor):
             yield e.dygraph, e.fluid, e.target, e.why
@@ -89,14 +90,14 @@ def _triples(entries: Iterable[Entry]):
                 yield f"{e.dygraph}.{dy}", f"{e.fluid}{st}", f"{e.target}.{tg}", f"{e.dygraph} BN {dy.lstrip('_')}"
         else:
             yield f"{e.dy_conv}.weight", f"{e.st_conv}{e.st_conv_suffix}", f"{e.conv}.weight", f"{e.dy_conv} conv (no bias)"
-            yield from _triples([Norm(e.dy_bn, e.st_bn, e.norm, e.st_bn_suffixes)])
+            yield from triples([Norm(e.dy_bn, e.st_bn, e.norm, e.st_bn_suffixes)])
 
 
 def layout_tables(entries: Iterable[Entry]) -> tuple[list[Rule], list[Rule], dict[str, str]]:
     """One list of a net's tensors -> (dygraph rules, fluid rules, {dygraph key: static name}): both
     layouts name the same tensors, so one table serves the rules of each and the oracle's name map."""
     dygraph, fluid, names = [], [], {}
-    for dy, st, tg, why in _triples(entries):
+    for dy, st, tg, why in triples(entries):
         dygraph.append(Rule(rf"^{re.escape(dy)}$", tg, why))
         fluid.append(Rule(rf"^{re.escape(st)}$", tg, f"static {st}: {why}"))
         names[dy] = st
