@@ -3,7 +3,9 @@ the dygraph rule tables against the real nets' state dicts, parity on photograph
 argmax check, and a planted error found at the layer it touches. The "fluid" layouts hold the
 static PaddleX 1.x nets, which PaddleSeg 2.8 does not define; the static UNet differs from
 PaddleSeg's only in conv biases and align_corners, so it is checked against PaddleSeg's UNet run
-with align_corners True and zero biases. Static Fast-SCNN: tests/test_paddle_seg.py only.
+with align_corners True and zero biases; the static HRNet_W18 (PaddleX 1.x) against PaddleSeg's FCN
+with its own switches set as the static net's (symmetric padding, no head biases, align_corners True)
+and Paddle's align_mode-1 bilinear in the fusions. Static Fast-SCNN: tests/test_paddle_seg.py only.
 HRNet_W18 (FCN): its 512x512 sweep is slow; CI runs it at 128x160 and at 100x140."""
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import torch
 
 import converters
 from converters import registry
+from converters.paddle import hrnet_seg
 from converters.paddle import segmentation as seg
 from converters.samples import sample_photos
 from converters.seeding import seeded_source
@@ -156,3 +159,73 @@ def test_hrnet_eval_same_metrics_in_paddle_and_torch(converted, tmp_path):
     assert report.dataset["kind"] == "cityscapes" and rows["paddle"]["pixAcc"] > 0
     for name in ("pixAcc", "mIoU"):
         assert math.isclose(rows["torch"][name], rows["paddle"][name], rel_tol=1e-4), name
+
+
+def _static_hrnet_fcn(paddle, align_mode_1: bool):
+    """PaddleSeg 2.8's FCN(HRNet_W18) with PaddleX 1.x's static switches: padding_same False (pads
+    (k - 1) // 2), bias False (head conv and classifier), align_corners True (concat and logits);
+    with ``align_mode_1`` each fusion's resize is Paddle's bilinear with align_corners False and
+    align_mode 1, the static net's (fluid.layers.resize_bilinear(..., align_corners=False, align_mode=1))."""
+    from converters.frameworks import import_paddleseg
+    paddleseg = import_paddleseg()
+    from paddleseg.models.backbones import hrnet as ps_hrnet
+    functional = paddle.nn.functional
+
+    class AlignMode1:  # the module's ``F`` while a FuseLayers runs: only interpolate changes
+        def __getattr__(self, name):
+            return getattr(functional, name)
+
+        @staticmethod
+        def interpolate(x, size=None, mode="nearest", align_corners=False, **_):
+            return functional.interpolate(x, size, mode=mode, align_corners=False, align_mode=1)
+
+    class StaticFuse(ps_hrnet.FuseLayers):
+        def forward(self, x):
+            ps_hrnet.F = AlignMode1()
+            try:
+                return super().forward(x)
+            finally:
+                ps_hrnet.F = functional
+
+    with paddle.utils.unique_name.guard():
+        backbone = ps_hrnet.HRNet_W18(padding_same=False, align_corners=True)
+        if align_mode_1:
+            for layer in backbone.sublayers():
+                if type(layer) is ps_hrnet.FuseLayers:
+                    layer.__class__ = StaticFuse
+        net = paddleseg.models.FCN(19, backbone, align_corners=True, bias=False)
+    net.eval()
+    return net
+
+
+def test_static_hrnet_is_paddleseg_s_with_the_static_switches(tmp_path):
+    """The seeded HRNet_W18 (head biases dropped) in PaddleSeg's net set up as PaddleX 1.x's static one
+    (_static_hrnet_fcn), written by paddle as a fluid directory under the static names: our "paddlex"
+    HRNetFCN gives its logits at SMALL and at ODD (maps that are not halves: the resize ratios)."""
+    from converters.frameworks import import_paddle
+    paddle = import_paddle()
+    spec = registry.get("HRNet_W18")
+    state = {k: v for k, v in paddle.load(str(seeded_source(spec, 0))).items()
+             if k not in ("head.conv_1._conv.bias", "head.cls.bias")}
+    net, plain = _static_hrnet_fcn(paddle, True), _static_hrnet_fcn(paddle, False)
+    for n in (net, plain):
+        missing, unexpected = n.set_state_dict(state)
+        assert not missing and not unexpected
+    paddle.save(net.state_dict(), str(tmp_path / "static.pdparams"))
+    by_target = {t: s for s, t, _ in hrnet_seg.fcn_fluid()}
+    table = {s: by_target[t] for s, t, _ in hrnet_seg.fcn_dygraph() if t in by_target}
+    assert len(table) == len(state) == 1531
+    write_fluid_with_paddle(tmp_path / "static.pdparams", table, tmp_path / "hrnet_w18_bn_cityscapes")
+    result = converters.convert("HRNet_W18", weights=tmp_path / "hrnet_w18_bn_cityscapes")
+    assert result.layout == "fluid" and result.module.numerics == "paddlex"
+    for size in (SMALL, ODD):
+        x = preprocess(sample_photos()[0][1], dataclasses.replace(spec.preprocess, size=size), "mxnet").numpy()[None]
+        ref = seg.run_logits(net, x)
+        with torch.no_grad():
+            got = result.module(torch.from_numpy(x)).numpy()
+        scale = float(np.abs(ref).max())
+        assert got.shape == ref.shape == (1, 19, *size)
+        assert np.abs(got - ref).max() <= spec.tolerance * scale, (size, np.abs(got - ref).max() / scale)
+        assert (got.argmax(1) == ref.argmax(1)).mean() > 0.999
+        # and the fusion's align_mode matters: PaddleSeg's half-pixel resize differs from it
+        assert np.abs(seg.run_logits(plain, x) - ref).max() > 100 * spec.tolerance * scale
