@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from converters import registry
-from converters.paddle import hrnet_mask_rcnn
+from converters.paddle import hrnet_mask_rcnn, ppcls
 from converters.samples import sample_photos
 from parity.verify import verify
 
@@ -22,9 +22,11 @@ NAME = "MaskRCNN_HRNet_W18_FPN"
 
 def test_name_table_is_ppdet_s_state_dict():
     spec = registry.get(NAME)
-    state = spec.source_net(None).state_dict()
+    net = spec.source_net(None)
+    state = net.state_dict()
     table = {s: t for s, t, _ in hrnet_mask_rcnn.dygraph()}
     assert sorted(table) == sorted(state)
+    assert sorted(ppcls.static_names(NAME, net).values()) == sorted(state)  # static table, 1:1
     target = spec.build().state_dict()
     for key, value in state.items():
         assert target[table[key]].numel() == int(np.prod(value.shape)), key
