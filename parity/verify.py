@@ -20,6 +20,7 @@ from .capture import run_torch, save_run
 from .compare import FLOOR_FACTOR, Comparison, TensorDiff, diff, worst
 from .detection import DetectionMatch, match_batch
 from .preprocess import preprocess
+from .reference64 import reference64
 
 SCORE_TOL, BOX_TOL = 1e-5, 1e-3  # post-NMS: scores, box corners in pixels (raised to the fp32 floor)
 
@@ -256,7 +257,7 @@ def verify(name: str, weights: str | Path | None = None, init: str | None = None
     spec, oracle = result.spec, oracle_for(result)
     pre = dataclasses.replace(spec.preprocess, size=tuple(size)) if size else spec.preprocess
     pairs = layer_pairs(result, oracle)
-    module64 = copy.deepcopy(result.module).double()
+    module64 = reference64(result.module)
     if images is None:
         images = spec.samples() if spec.samples else sample_photos()
     images = list(images)
