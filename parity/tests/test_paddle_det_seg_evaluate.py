@@ -166,3 +166,22 @@ def test_paddle_detectors_are_scored_as_ppdet_writes_coco_json(tmp_path):
                           [ids[a["category_id"]] for a in anns])
         scores[spec.framework] = metric.result()["AP"]
     assert scores == {"paddle": pytest.approx(100), "gluon": 0}  # gluoncv drops the 0.02 detections
+
+
+def test_keep_ratio_boxes_map_back_by_ppdet_s_factor():
+    """ppdet's Resize(keep_ratio) scales both sides by one factor f, cv2 rounding the sizes; boxes go
+    back as box / f (its scale_factor), clipped to the original image, whatever the batch padding.
+    The size ratio a port might use instead differs from f (chelsea: 1203 / 451 vs 800 / 300)."""
+    from converters.registry import ppdet_eval
+    from converters.samples import sample_photos
+    from parity.predict import detect
+    from parity.preprocess import preprocess_meta
+    img = dict(sample_photos())["chelsea"]  # 300 x 451
+    x, meta = preprocess_meta(img, ppdet_eval((800, 1333), True, pad_to=32), "cv2-exact")
+    f = 800 / 300
+    assert meta.affine[:2] == (f, f) and meta.resized_hw == (800, 1203)
+    orig = np.array([[10.0, 20.0, 440.5, 299.0], [-5.0, 3.0, 460.0, 100.0]])  # the second crosses the frame
+    out = (np.array([[[0], [3]]]), np.array([[[0.9], [0.5]]]), (orig * f)[None])
+    pred = detect(out, "ppdet", tuple(x.shape[-2:]), meta.orig_hw, meta.affine[:2])
+    np.testing.assert_allclose(pred["boxes"], np.clip(orig, 0, [451, 300, 451, 300]), rtol=0, atol=1e-9)
+    assert abs(1203 / 451 - f) * 440 > 0.1  # mapping by the sizes would move x2 by > 0.1 px
