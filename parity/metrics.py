@@ -219,15 +219,16 @@ class _COCOBase:
 class COCOBox(_COCOBase):
     """COCO's 12 box metrics. Labels are contiguous (position in the json's category list, as
     gluoncv's COCODetection); boxes xyxy in original-image pixels with gluoncv's inclusive last pixel,
-    so width = x2 - x1 + 1; detections under ``score_thresh`` (gluoncv's 0.05) are dropped."""
+    so width = x2 - x1 + ``bias`` (1; PaddleDetection's json writer: 0); detections under
+    ``score_thresh`` (gluoncv's 0.05; ppdet keeps every one: 0) are dropped."""
 
     iou_type = "bbox"
     names = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
-    def __init__(self, ann_file: str | Path, score_thresh: float = 0.05):
+    def __init__(self, ann_file: str | Path, score_thresh: float = 0.05, bias: float = 1.0):
         super().__init__(ann_file)
         self.category_ids = [c["id"] for c in self.gt.dataset["categories"]]
-        self.score_thresh = score_thresh
+        self.score_thresh, self.bias = score_thresh, bias
 
     def update(self, image_id, boxes, scores, labels) -> None:
         image_id = self._image(image_id)
@@ -238,7 +239,8 @@ class COCOBox(_COCOBase):
         for (x1, y1, x2, y2), s, c in zip(boxes, scores, labels):
             if 0 <= c < len(self.category_ids) and s >= self.score_thresh:
                 self.results.append({"image_id": image_id, "category_id": self.category_ids[c],
-                                     "bbox": [x1, y1, x2 - x1 + 1, y2 - y1 + 1], "score": s})
+                                     "bbox": [x1, y1, x2 - x1 + self.bias, y2 - y1 + self.bias],
+                                     "score": s})
 
 
 class COCOMask(COCOBox):
@@ -379,6 +381,8 @@ def metric_for(kind: str, dataset, spec=None):
         return VOC07MAP(dataset.classes)
     if kind == "coco" and spec is not None and spec.framework == "detectron":
         return _detectron_metric(dataset, spec)
+    if kind == "coco" and spec is not None and spec.framework == "paddle":  # ppdet's get_det_res, bias 0
+        return COCOBox(dataset.ann_file, score_thresh=0.0, bias=0.0)
     if kind == "coco":
         return COCOBox(dataset.ann_file)
     if kind == "coco-keypoints":

@@ -2,7 +2,8 @@
 MXNet) on one preprocessed image, then map its outputs onto what the dataset's metric reads:
 class scores, boxes in original-image pixels, label-aligned class maps, keypoints in image pixels.
 Every mapping follows gluoncv's eval scripts (eval_ssd / eval_yolo / eval_faster_rcnn,
-segmentation val, heatmap_to_coord), so the torch and MXNet rows go through the same arithmetic."""
+segmentation val, heatmap_to_coord) or the Paddle tools' (ppdet's box scaling, PaddleSeg's val at
+original size), so the torch and source-framework rows go through the same arithmetic."""
 from __future__ import annotations
 
 import copy
@@ -234,6 +235,17 @@ def segment(out: Any) -> np.ndarray:
     return np.asarray(main)[0].argmax(0)
 
 
+def segment_at_original(out: Any, orig_hw: tuple[int, int]) -> np.ndarray:
+    """PaddleSeg's val: the logits resized back to the original image (reverse_transform: bilinear,
+    half-pixel centres = torch's align_corners=False), then the first maximum; its labels stay at
+    the original size (val transforms do not touch them)."""
+    main = out[0] if isinstance(out, tuple) else out
+    logits = torch.from_numpy(np.ascontiguousarray(main, dtype=np.float32))
+    if tuple(logits.shape[-2:]) != tuple(orig_hw):
+        logits = torch.nn.functional.interpolate(logits, size=tuple(orig_hw), mode="bilinear", align_corners=False)
+    return segment(logits.numpy())
+
+
 def seg_label(mask: np.ndarray, resized_hw: tuple[int, int], crop: tuple[int, int],
               size: tuple[int, int]) -> np.ndarray:
     """The label map transformed like the image: nearest resize to the image's resized size, then
@@ -298,6 +310,11 @@ def postprocess(spec: Any, outs: Sequence[tuple[Any, torch.Tensor, Any]], label:
         return classify(out)
     if spec.task == "detection":
         return detect(out, spec.preprocess.preset, tuple(x.shape[-2:]), tuple(meta.orig_hw), tuple(meta.affine[:2]))
+    if spec.task == "segmentation" and spec.preprocess.preset == "paddleseg":  # scored at original size
+        pred, target = segment_at_original(out, tuple(meta.orig_hw)), label.mask()
+        if pred.shape != target.shape:
+            raise EvalError(f"{label.sample.target}: label map {target.shape}, image {tuple(meta.orig_hw)}")
+        return Packed.of(pred), Packed.of(target)
     if spec.task == "segmentation":
         pred = segment(out)
         target = seg_label(label.mask(), tuple(meta.resized_hw), tuple(meta.crop), pred.shape)
