@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.oracle,
               pytest.mark.skipif(importlib.util.find_spec("paddle") is None, reason="paddle is not installed")]
 
 CI = "FasterRCNN_ResNet18_FPN"
+C4 = "FasterRCNN_ResNet50_vd"  # C4 (parity-full): RPN on res4, res5 per RoI; vd: its Res5Head is variant "b"
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +140,32 @@ def test_ci_model_parity_is_non_trivial(parity_report):
     assert r.passed, r.layers.first_divergent or r.detections
     assert r.detections.reference > 20 and r.detections.identical == r.detections.reference
     assert r.replayed == ["collect"]
+
+
+def test_c4_oracle_and_module_read_one_parity_config():
+    """C4 parity keeps fewer test proposals: ppdet's RPN (the oracle and the seeding net) and the
+    module parity runs take them from one config; the converted model keeps the model's 1000."""
+    from converters import registry
+    from converters.paddle import rcnn
+    spec = registry.get(C4)
+    proposal = spec.source_net(None).rpn_head.test_proposal
+    module = spec.parity_build()
+    assert proposal.post_nms_top_n == module.cfg.post_nms_top_n == module.collect.top_n == rcnn.C4_PARITY_PROPOSALS
+    assert proposal.pre_nms_top_n == module.cfg.pre_nms_top_n == 6000
+    assert spec.build().cfg.post_nms_top_n == 1000
+
+
+@pytest.mark.slow
+def test_c4_parity_is_non_trivial(parity_report):
+    """The C4 net end to end (seeded ppdet FasterRCNN vs ours, one photograph at 800/1333): every
+    pair within tolerance, res5 compared on each RoI, the post-NMS detections identical."""
+    from converters.paddle import rcnn
+    r = parity_report(C4)
+    assert r.passed, r.layers.first_divergent or r.detections
+    assert r.detections.reference > 20 and r.detections.identical == r.detections.reference
+    assert r.replayed == ["collect"]
+    res5 = [d for d in r.layers.diffs if d.name.startswith("box_head.res5.")]
+    assert len(res5) == 20 and all(d.shape[0] == rcnn.C4_PARITY_PROPOSALS for d in res5)
 
 
 def test_planted_error_fails_at_the_layer_it_touches(converted):
