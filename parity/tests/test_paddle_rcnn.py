@@ -1,7 +1,7 @@
 """PaddleX Faster R-CNN against paddle itself: each proposal / RoI op of both numerics against
 Paddle's own op (generate_proposals, distribute_fpn_proposals, roi_align aligned True/False,
 anchor_generator, ppdet's AnchorGenerator, box_coder), the CI model's parity (the registry sweep runs
-it too), and a planted error that must fail at the layer it touches."""
+it too), and a planted error that must fail at the layer it touches; slow: the same for a C4 net."""
 from __future__ import annotations
 
 import copy
@@ -166,6 +166,19 @@ def test_c4_parity_is_non_trivial(parity_report):
     assert r.replayed == ["collect"]
     res5 = [d for d in r.layers.diffs if d.name.startswith("box_head.res5.")]
     assert len(res5) == 20 and all(d.shape[0] == rcnn.C4_PARITY_PROPOSALS for d in res5)
+
+
+@pytest.mark.slow
+def test_c4_planted_res5_error_fails_at_the_layer_it_touches(converted):
+    """A planted error in the C4 box head's res5 survives verify's rebuild into the parity module
+    (parity_build) and fails at the layer it touches, the layer before it still passing."""
+    result = converted(C4)
+    bad = copy.deepcopy(result.module)
+    with torch.no_grad():
+        bad.box_head.res5[1].conv2.weight[:9] *= 1.01
+    r = verify(C4, result=dataclasses.replace(result, module=bad), images=sample_photos()[:1], size=(320, 480))
+    assert not r.passed and r.layers.first_divergent.name == "box_head.res5.1.conv2"
+    assert next(d for d in r.layers.diffs if d.name == "box_head.res5.1.bn1").passed
 
 
 def test_planted_error_fails_at_the_layer_it_touches(converted):
