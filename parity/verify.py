@@ -247,12 +247,25 @@ def _require_eval(module, name: str) -> None:
                           f"first {live[0]}); call .eval() before verifying")
 
 
+def parity_result(result: ConversionResult) -> ConversionResult:
+    """The conversion as parity runs it: with the spec's ``parity_build``, its module (built from
+    the config the source net is built from) holding the converted weights and numerics."""
+    spec = result.spec
+    if spec.parity_build is None:
+        return result
+    module = spec.parity_build()
+    if result.layout in spec.numerics:
+        module.set_numerics(spec.numerics[result.layout])
+    module.load_state_dict(result.module.state_dict())
+    return dataclasses.replace(result, module=module.eval())
+
+
 def verify(name: str, weights: str | Path | None = None, init: str | None = None, seed: int = 0,
            images: Sequence[tuple[str, np.ndarray]] | None = None, variant: str = "mxnet",
            save_runs: str | Path | None = None, result: ConversionResult | None = None,
            size: tuple[int, int] | None = None) -> ParityReport:
     """``size``: run at this network input (H, W) instead of the preset's (sizes a model accepts)."""
-    result = result or convert(name, weights=weights, init=init, seed=seed)
+    result = parity_result(result or convert(name, weights=weights, init=init, seed=seed))
     _require_eval(result.module, name)
     spec, oracle = result.spec, oracle_for(result)
     pre = dataclasses.replace(spec.preprocess, size=tuple(size)) if size else spec.preprocess

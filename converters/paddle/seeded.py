@@ -33,7 +33,7 @@ def seeded_source(spec: ModelSpec, seed: int, directory: str | os.PathLike[str])
 def build(spec: ModelSpec, seed: int, out: Path) -> Path:
     paddle = import_paddle()
     net = spec.source_net(seed) if spec.source_net else ppcls.build(spec.source_model, seed, spec.get_model_kwargs)
-    images = calibration_images(spec.seed_size or spec.preprocess.size)
+    images = calibration_images(spec.seed_size or spec.preprocess.size)[: spec.seed_images or None]
     x = paddle.to_tensor(images)
     run = (lambda: spec.source_run(net, images)) if spec.source_run else (lambda: net(x))
     with paddle.no_grad():

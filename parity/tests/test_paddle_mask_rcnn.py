@@ -54,6 +54,21 @@ def test_ci_model_parity_is_non_trivial(parity_report):
     assert any(d.name == "mask_head.logits" for d in r.layers.diffs)
 
 
+@pytest.mark.slow
+def test_c4_parity_is_non_trivial(parity_report):
+    """MaskRCNN_ResNet50 (C4: the box head's res5 on the mask RoIs, then the deconv) end to end on
+    one photograph at 800/1333, with the reduced test proposals of rcnn.parity_config on both
+    sides: the CI model's checks."""
+    r = parity_report("MaskRCNN_ResNet50")
+    assert r.passed, r.layers.first_divergent or r.detections or r.masks
+    assert r.detections.reference > 20 and r.detections.identical == r.detections.reference
+    assert r.replayed == ["collect", "mask_rois"]
+    m = r.masks
+    assert m["rows"] >= r.detections.reference
+    assert m["prob_max_abs"] <= m["prob_tol"] and m["unexplained"] == 0 and m["pixels"] > 0
+    assert any(d.name == "mask_head.logits" for d in r.layers.diffs)
+
+
 def test_planted_mask_error_fails_at_the_mask_head(converted):
     result = converted(CI)
     bad = copy.deepcopy(result.module)

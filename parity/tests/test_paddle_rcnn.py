@@ -1,7 +1,7 @@
 """PaddleX Faster R-CNN against paddle itself: each proposal / RoI op of both numerics against
 Paddle's own op (generate_proposals, distribute_fpn_proposals, roi_align aligned True/False,
 anchor_generator, ppdet's AnchorGenerator, box_coder), the CI model's parity (the registry sweep runs
-it too), and a planted error that must fail at the layer it touches."""
+it too), and a planted error that must fail at the layer it touches; slow: the same for a C4 net."""
 from __future__ import annotations
 
 import copy
@@ -21,6 +21,7 @@ pytestmark = [pytest.mark.oracle,
               pytest.mark.skipif(importlib.util.find_spec("paddle") is None, reason="paddle is not installed")]
 
 CI = "FasterRCNN_ResNet18_FPN"
+C4 = "FasterRCNN_ResNet50_vd"  # C4 (parity-full): RPN on res4, res5 per RoI; vd: its Res5Head is variant "b"
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +140,45 @@ def test_ci_model_parity_is_non_trivial(parity_report):
     assert r.passed, r.layers.first_divergent or r.detections
     assert r.detections.reference > 20 and r.detections.identical == r.detections.reference
     assert r.replayed == ["collect"]
+
+
+def test_c4_oracle_and_module_read_one_parity_config():
+    """C4 parity keeps fewer test proposals: ppdet's RPN (the oracle and the seeding net) and the
+    module parity runs take them from one config; the converted model keeps the model's 1000."""
+    from converters import registry
+    from converters.paddle import rcnn
+    spec = registry.get(C4)
+    proposal = spec.source_net(None).rpn_head.test_proposal
+    module = spec.parity_build()
+    assert proposal.post_nms_top_n == module.cfg.post_nms_top_n == module.collect.top_n == rcnn.C4_PARITY_PROPOSALS
+    assert proposal.pre_nms_top_n == module.cfg.pre_nms_top_n == 6000
+    assert spec.build().cfg.post_nms_top_n == 1000
+
+
+@pytest.mark.slow
+def test_c4_parity_is_non_trivial(parity_report):
+    """The C4 net end to end (seeded ppdet FasterRCNN vs ours, one photograph at 800/1333): every
+    pair within tolerance, res5 compared on each RoI, the post-NMS detections identical."""
+    from converters.paddle import rcnn
+    r = parity_report(C4)
+    assert r.passed, r.layers.first_divergent or r.detections
+    assert r.detections.reference > 20 and r.detections.identical == r.detections.reference
+    assert r.replayed == ["collect"]
+    res5 = [d for d in r.layers.diffs if d.name.startswith("box_head.res5.")]
+    assert len(res5) == 20 and all(d.shape[0] == rcnn.C4_PARITY_PROPOSALS for d in res5)
+
+
+@pytest.mark.slow
+def test_c4_planted_res5_error_fails_at_the_layer_it_touches(converted):
+    """A planted error in the C4 box head's res5 survives verify's rebuild into the parity module
+    (parity_build) and fails at the layer it touches, the layer before it still passing."""
+    result = converted(C4)
+    bad = copy.deepcopy(result.module)
+    with torch.no_grad():
+        bad.box_head.res5[1].conv2.weight[:9] *= 1.01
+    r = verify(C4, result=dataclasses.replace(result, module=bad), images=sample_photos()[:1], size=(320, 480))
+    assert not r.passed and r.layers.first_divergent.name == "box_head.res5.1.conv2"
+    assert next(d for d in r.layers.diffs if d.name == "box_head.res5.1.bn1").passed
 
 
 def test_planted_error_fails_at_the_layer_it_touches(converted):
