@@ -78,6 +78,11 @@ def _calibrate(net, run, paddle) -> None:
             h.remove()
 
 
+class _Measured(Exception):
+    """Ends a measuring pass once every measured layer has fired (a detector's RPN pass then skips
+    its box and mask heads)."""
+
+
 def _scale_outputs(net, run, output_std: Mapping[str, float]) -> None:
     """Scale weight and bias of the layers at (or under) each named path so their outputs have the
     given standard deviation on the calibration images."""
@@ -91,11 +96,15 @@ def _scale_outputs(net, run, output_std: Mapping[str, float]) -> None:
         def measure(k: int):
             def hook(_layer, _inputs, out) -> None:  # must return None: paddle replaces the output otherwise
                 spread.setdefault(k, float(out.numpy().std()))
+                if len(spread) == len(layers):
+                    raise _Measured  # only first firings count: the rest of the pass changes nothing
             return hook
 
         handles = [layer.register_forward_post_hook(measure(k)) for k, layer in enumerate(layers)]
         try:
             run()
+        except _Measured:
+            pass
         finally:
             for h in handles:
                 h.remove()
