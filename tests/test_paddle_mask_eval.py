@@ -103,9 +103,9 @@ def _gt_rles(ds, shift: int = 0) -> dict:
 def test_coco_mask_ap_is_100_on_ground_truth_and_less_when_shifted(coco):
     results = []
     for shift in (0, 25):
-        metric = COCOMask(coco.ann_file)
+        metric, by_image = COCOMask(coco.ann_file), _gt_rles(coco, shift)
         for s in coco:
-            rles = _gt_rles(coco, shift)[s.target["image_id"]]
+            rles = by_image[s.target["image_id"]]
             metric.update(s.target["image_id"], rles, np.full(len(rles), 0.9), s.target["labels"])
         results.append(metric.result())
     assert results[0]["AP"] == pytest.approx(100.0, rel=1e-12) and results[0]["AP50"] == pytest.approx(100.0)
