@@ -236,17 +236,24 @@ def _caption(d: dict) -> str:
     return "published: " + "; ".join(f"{m['name']} {m['value']} ({m['dataset']})" for m in d["published"])
 
 
+SECOND_METRICS = ("mask_", "keypoint_")  # COCODetectron's mask / keypoint stats: a table of their own
+
+
 def _print_eval(report) -> None:
     d = report.to_dict()
     columns = list(dict.fromkeys(k for r in report.rows for k in _scalars(r.metrics)))
+    groups = [[k for k in columns if not k.startswith(SECOND_METRICS)],
+              *([k for k in columns if k.startswith(p)] for p in SECOND_METRICS)]
+    groups = [g for g in groups if g] or [[]]  # 12 COCO stats a table: 24 columns do not fit a line
     detector = any(r.nms for r in report.rows)
     out.print(f"{report.model} ({report.task}) on {_samples(d)}")
-    table = Table("framework", "preprocess", *(["nms"] if detector else []), *columns, "n", "seconds",
-                  caption=_caption(d))
-    for r in report.rows:
-        table.add_row(r.framework, r.preprocess, *([r.nms] if detector else []),
-                      *(_fmt(r.metrics.get(k)) for k in columns), str(r.n), f"{r.seconds:.1f}")
-    out.print(table)
+    for i, group in enumerate(groups):
+        table = Table("framework", "preprocess", *(["nms"] if detector else []), *group, "n", "seconds",
+                      caption=_caption(d) if i == len(groups) - 1 else None)
+        for r in report.rows:
+            table.add_row(r.framework, r.preprocess, *([r.nms] if detector else []),
+                          *(_fmt(r.metrics.get(k)) for k in group), str(r.n), f"{r.seconds:.1f}")
+        out.print(table)
     for note in report.notes:
         out.print(f"note: {note}")
 

@@ -243,6 +243,10 @@ class COCOBox(_COCOBase):
                                      "score": s})
 
 
+# ppdet's get_det_res / get_seg_res: width x2 - x1, every detection kept
+PPDET_JSON = {"score_thresh": 0.0, "bias": 0.0}
+
+
 class COCOMask(COCOBox):
     """COCO's 12 mask metrics (iouType 'segm'): ``masks`` are pycocotools RLEs in original-image
     pixels, one per detection; labels and the score threshold as COCOBox."""
@@ -264,14 +268,16 @@ class COCOMask(COCOBox):
 
 class COCODetectron:
     """Detectron's json evaluation: box AP, plus mask AP (Mask R-CNN) or keypoint AP (Keypoint
-    R-CNN) on the same detections. Keypoint nets are scored, boxes too, against the person_keypoints
+    R-CNN) on the same detections; ppdet's COCOMetric on a Paddle Mask R-CNN (bbox + segm) is the
+    box and mask part. Keypoint nets are scored, boxes too, against the person_keypoints
     json, as Detectron's keypoint datasets are; an instance's keypoint score is its box score
     (Detectron's KRCNN.KEYPOINT_CONFIDENCE 'bbox'). Box stats keep COCOBox's names; the others are
     prefixed ``mask_`` / ``keypoint_``."""
 
-    def __init__(self, ann_file: str | Path, masks: bool = False, keypoints_ann: str | Path | None = None):
-        self.box = COCOBox(keypoints_ann or ann_file)
-        self.mask = COCOMask(ann_file) if masks else None
+    def __init__(self, ann_file: str | Path, masks: bool = False, keypoints_ann: str | Path | None = None,
+                 score_thresh: float = 0.05, bias: float = 1.0):
+        self.box = COCOBox(keypoints_ann or ann_file, score_thresh, bias)
+        self.mask = COCOMask(ann_file, score_thresh) if masks else None
         self.kps = COCOKeypoints(keypoints_ann, rescore=False) if keypoints_ann else None
 
     def update(self, image_id, boxes, scores, labels, masks=None, keypoints=None) -> None:
@@ -379,10 +385,10 @@ def metric_for(kind: str, dataset, spec=None):
         return TopK((1, 5) if len(dataset.classes) >= 5 else (1,))
     if kind == "voc07":
         return VOC07MAP(dataset.classes)
-    if kind == "coco" and spec is not None and spec.framework == "detectron":
-        return _detectron_metric(dataset, spec)
-    if kind == "coco" and spec is not None and spec.framework == "paddle":  # ppdet's get_det_res, bias 0
-        return COCOBox(dataset.ann_file, score_thresh=0.0, bias=0.0)
+    if kind == "coco" and spec is not None and (spec.framework == "detectron" or _scores_masks(spec)):
+        return _instance_metric(dataset, spec)
+    if kind == "coco" and spec is not None and spec.framework == "paddle":
+        return COCOBox(dataset.ann_file, **PPDET_JSON)
     if kind == "coco":
         return COCOBox(dataset.ann_file)
     if kind == "coco-keypoints":
@@ -390,7 +396,14 @@ def metric_for(kind: str, dataset, spec=None):
     return SegMetric(len(dataset.classes))
 
 
-def _detectron_metric(dataset, spec) -> COCODetectron:
+MASK_METRICS = ("mask AP", "mask_mAP")  # Detectron's and PaddleX's names of a published segm AP
+
+
+def _scores_masks(spec) -> bool:
+    return any(m.name in MASK_METRICS for m in spec.metrics)
+
+
+def _instance_metric(dataset, spec) -> COCODetectron:
     """Box AP, plus the mask or keypoint AP the model's published metrics name."""
     names = {m.name for m in spec.metrics}
     kps = None
@@ -400,4 +413,5 @@ def _detectron_metric(dataset, spec) -> COCODetectron:
         if not kps.is_file():
             raise DatasetError(f"{dataset.root}: no annotations/person_keypoints_val2017.json ({spec.name} is "
                                "scored on COCO's person keypoints)")
-    return COCODetectron(dataset.ann_file, masks="mask AP" in names, keypoints_ann=kps)
+    return COCODetectron(dataset.ann_file, masks=_scores_masks(spec), keypoints_ann=kps,
+                         **(PPDET_JSON if spec.framework == "paddle" else {}))

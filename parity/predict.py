@@ -163,10 +163,11 @@ def detect(out: tuple, preset: str, input_hw: tuple[int, int], orig_hw: tuple[in
     scale against ground truth resized by the val transform: VOC's +1 pixel IoU changes under per-axis
     scaling, so those boxes are kept too ("input_boxes", "input_scale"); COCO's metric scales each axis
     by original / input. eval_faster_rcnn clips to the last pixel (W-1, H-1) and multiplies both axes
-    by im_scale = original H / resized H."""
+    by im_scale = original H / resized H. ppdet (get_pred) divides by its resize factors, clips to the
+    original and drops empty boxes; a Paddle Mask R-CNN's probabilities then become "masks" (RLEs)."""
     if preset == "detectron":
         return _detectron(out[0], input_hw, orig_hw, scale)
-    ids, scores, boxes = (np.asarray(o)[0] for o in out[:3])  # Mask R-CNN's masks follow: box metric only
+    ids, scores, boxes = (np.asarray(o)[0] for o in out[:3])
     keep = ids.reshape(-1) >= 0
     boxes = boxes.reshape(-1, 4)[keep].astype(np.float64)
     (h, w), (oh, ow) = input_hw, orig_hw
@@ -174,9 +175,16 @@ def detect(out: tuple, preset: str, input_hw: tuple[int, int], orig_hw: tuple[in
     if preset == "rcnn":
         boxes = np.clip(boxes, 0, [w - 1, h - 1, w - 1, h - 1]) * (oh / h)
     elif preset == "ppdet" and scale is not None:
-        # ppdet divides by its resize factors (scale_factor) and clips to the original image
+        # ppdet's get_pred: divide by its resize factors, clip to the original image, drop empty boxes;
+        # in float32 as its tensors (float64 flips a few pasted pixels: 3 of 47M measured)
         sx, sy = scale
-        boxes = np.clip(boxes / [sx, sy, sx, sy], 0, [ow, oh, ow, oh])
+        f32 = np.float32
+        boxes = np.clip(boxes.astype(f32) / np.array([sx, sy, sx, sy], f32), f32(0), np.array([ow, oh, ow, oh], f32))
+        nonempty = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        keep[keep] = nonempty
+        boxes = boxes[nonempty].astype(np.float64)
+        if len(out) > 3:  # Mask R-CNN: probabilities (1, K, M, M) on the same rows
+            extra = {"masks": _ppdet_masks(np.asarray(out[3])[0][keep], boxes, orig_hw)}
     else:
         clipped = np.clip(boxes, 0, [w, h, w, h])
         extra = {"input_boxes": clipped, "input_scale": (w / ow, h / oh)}
@@ -206,16 +214,38 @@ def _detectron(out: dict, input_hw: tuple[int, int], orig_hw: tuple[int, int],
     return pred
 
 
+def _rle(binary: np.ndarray) -> dict:
+    """One (H, W) binary mask as a pycocotools RLE: the compact form gathered to rank 0."""
+    from pycocotools import mask as mask_util
+    return mask_util.encode(np.asfortranarray(binary, dtype=np.uint8))
+
+
 def _detectron_masks(probs: np.ndarray, orig_hw: tuple[int, int]) -> list[dict]:
     """Each pasted probability map resized to the original image (cv2 bilinear), binarised at > 0.5
-    (Detectron's MRCNN.THRESH_BINARIZE) and RLE-encoded: the compact form gathered to rank 0."""
+    (Detectron's MRCNN.THRESH_BINARIZE), RLE-encoded."""
     import cv2
-    from pycocotools import mask as mask_util
     (oh, ow), out = orig_hw, []
     for p in probs.reshape(-1, *probs.shape[-2:]):
         if p.shape != (oh, ow):
             p = cv2.resize(p.astype(np.float32), (ow, oh), interpolation=cv2.INTER_LINEAR)
-        out.append(mask_util.encode(np.asfortranarray(p > 0.5, dtype=np.uint8)))
+        out.append(_rle(p > 0.5))
+    return out
+
+
+PASTE_ROWS = 16  # rows pasted at once: a (rows, H, W, 2) sampling grid, ~40 MB at 640x480
+
+
+def _ppdet_masks(probs: np.ndarray, boxes: np.ndarray, orig_hw: tuple[int, int]) -> list[dict]:
+    """ppdet's MaskPostProcess + get_seg_res: each M x M map grid-sampled straight onto the original
+    image at its box in original pixels (paste_masks: pixel centres, >= 0.5), RLE-encoded. Not
+    _detectron_masks: Detectron pastes at input size, resizes, and keeps > 0.5."""
+    from converters.arch.paddle_mask_rcnn import paste_masks
+    (oh, ow), out = orig_hw, []
+    for i in range(0, len(probs), PASTE_ROWS):
+        rows = slice(i, i + PASTE_ROWS)
+        binary = paste_masks(torch.from_numpy(np.ascontiguousarray(probs[rows], dtype=np.float32)),
+                             torch.from_numpy(boxes[rows]), oh, ow).numpy()
+        out += [_rle(b) for b in binary]
     return out
 
 
@@ -328,7 +358,7 @@ def update(metric: Any, spec: Any, sample: Any, pred: Any) -> None:
     if spec.task == "classification":
         metric.update_ranked(pred[None], np.array([t]))
     elif spec.task == "detection" and isinstance(t, dict) and "image_id" in t:  # COCO
-        extra = {k: pred[k] for k in ("masks", "keypoints") if k in pred}  # Detectron Mask/Keypoint R-CNN
+        extra = {k: pred[k] for k in ("masks", "keypoints") if k in pred}  # Mask / Keypoint R-CNN
         metric.update(t["image_id"], pred["boxes"], pred["scores"], pred["labels"], **extra)
     elif spec.task == "detection" and "input_scale" in pred:  # VOC at input scale, as eval_ssd/eval_yolo
         metric.update(pred["input_boxes"], pred["labels"], pred["scores"],

@@ -178,8 +178,9 @@ def test_forward_runs_in_both_numerics(name, numerics):
     assert n > 0 and masks[0, :n].ge(0).all() and masks[0, :n].le(1).all() and masks[0, n:].eq(-1).all()
 
 
-def test_eval_postprocess_reads_the_box_outputs_of_a_mask_detector():
-    """`zooport eval` scores boxes (COCO bbox): the mask outputs that follow are ignored, not misread."""
+def test_eval_postprocess_reads_boxes_and_masks_of_a_mask_detector():
+    """`zooport eval` reads the box outputs, then the masks that follow (pasted at the original size:
+    tests/test_paddle_mask_eval.py), not misread as boxes."""
     from parity.predict import detect
     ids = np.array([[[2.0], [-1.0]]], np.float32)
     scores = np.array([[[0.9], [-1.0]]], np.float32)
@@ -187,6 +188,7 @@ def test_eval_postprocess_reads_the_box_outputs_of_a_mask_detector():
     masks = np.zeros((1, 2, 28, 28), np.float32)
     pred = detect((ids, scores, boxes, masks), "ppdet", (64, 96), (128, 192), (0.5, 0.5))
     assert pred["labels"].tolist() == [2] and np.allclose(pred["boxes"], [[20, 40, 100, 120]])
+    assert [m["size"] for m in pred["masks"]] == [[128, 192]]
 
 
 def _mask_run(probs: np.ndarray, boxes: np.ndarray, got_probs: np.ndarray):

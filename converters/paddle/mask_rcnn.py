@@ -142,7 +142,9 @@ NOTES = (
     "detection's class channel, sigmoid.",
     "Output: (ids, scores, boxes, masks [B, 100, M, M] probabilities, -1 on padding rows). "
     "converters.arch.paddle_mask_rcnn.paste_masks is ppdet's MaskPostProcess (grid_sample at pixel "
-    "centres, threshold >= 0.5) and pastes them onto the (network-input) image.",
+    "centres, threshold >= 0.5) and pastes them onto the (network-input) image. `zooport eval` on COCO "
+    "pastes them the same way onto the original image (boxes divided by the resize factors and clipped, "
+    "as ppdet's get_pred) and reports box AP (AP) and mask AP (mask_AP, pycocotools segm on RLEs).",
     "'fluid' (PaddleX 1.x): the background channel of mask_fcn_logits is dropped by a named fix-up; the "
     "'paddlex' numerics cover the box and mask RoIAlign (aligned=False, sampling 2 on FPN) but not PaddleX "
     "1.x's own mask paste (Detectron's expand-and-resize in its Python post-processing): paste_masks is "

@@ -77,3 +77,47 @@ def test_planted_mask_error_fails_at_the_mask_head(converted):
     r = verify(CI, result=dataclasses.replace(result, module=bad), images=sample_photos()[:1], size=(320, 480))
     assert not r.passed and r.layers.first_divergent.name == "mask_head.convs.6"
     assert r.detections.passed  # the box branch does not see the mask head
+
+
+def test_eval_masks_equal_ppdet_s_get_pred_and_mask_post_process():
+    """`zooport eval`'s mapping (parity.predict.detect, preset ppdet) of rows and 28x28 probabilities
+    to original-image boxes and RLEs equals ppdet's BBoxPostProcess.get_pred + MaskPostProcess run
+    by paddle, box for box and pixel for pixel, at random resize factors (boxes past the image edge,
+    clipped to nothing, dropped by both)."""
+    from pycocotools import mask as mask_util
+
+    from converters.frameworks import import_paddle
+    from converters.paddle.rcnn import _concat_0d
+    from parity.predict import detect
+    paddle = import_paddle()
+    from ppdet.modeling.post_process import BBoxPostProcess, MaskPostProcess
+    rng = np.random.default_rng(0)
+    rows = pixels = 0
+    for oh, ow, s in ((300, 451, 1.32), (427, 640, 0.9), (212, 187, 1.77)):
+        ih, iw = round(oh * s), round(ow * s)
+        sx, sy = iw / ow, ih / oh  # ppdet's scale_factor [y, x], kept as float32 by paddle
+        k = 24
+        xy = rng.uniform(-20, [iw + 10, ih + 10], (k, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(0, 250, (k, 2))], 1).astype(np.float32)
+        boxes[0] = [iw + 2, 10, iw + 40, 50]  # beyond the right edge: empty once clipped
+        ids, scores = rng.integers(0, 80, k).astype(np.float32), rng.uniform(0.05, 1, k).astype(np.float32)
+        probs = rng.uniform(0, 1, (k, 28, 28)).astype(np.float32)
+        post = BBoxPostProcess(num_classes=80, decode=None, nms=None)
+        with _concat_0d(paddle):
+            _, ref, num = post.get_pred(paddle.to_tensor(np.concatenate([ids[:, None], scores[:, None], boxes], 1)),
+                                        paddle.to_tensor([k], dtype="int32"),
+                                        paddle.to_tensor([[ih, iw]], dtype="float32"),
+                                        paddle.to_tensor([[sy, sx]], dtype="float32"))
+            ref_masks = MaskPostProcess(binary_thresh=0.5)(paddle.to_tensor(probs), ref, num,
+                                                           post.get_origin_shape()).numpy()
+        ref = ref.numpy()
+        keep = ref[:, 0] >= 0
+        assert not keep[0]
+        got = detect((ids[None, :, None], scores[None, :, None], boxes[None], probs[None]), "ppdet", (ih, iw),
+                     (oh, ow), (sx, sy))
+        assert got["labels"].tolist() == ref[keep, 0].astype(int).tolist()
+        assert np.array_equal(got["boxes"], ref[keep, 2:].astype(np.float64))
+        mine = np.stack([mask_util.decode(r) for r in got["masks"]])
+        assert np.array_equal(mine, ref_masks[keep][:, :oh, :ow])
+        rows, pixels = rows + int(keep.sum()), pixels + mine.size
+    assert rows > 60 and pixels > 5_000_000
