@@ -124,7 +124,9 @@ def test_segmenter_same_miou_in_paddle_and_torch(converted, cityscapes):
     report = evaluate(converted(SEG), cityscapes, PRE, ["torch", "paddle"], progress=False)
     rows = _by(report)
     ref = rows[("torch", "cv2-exact")]
-    assert ref["pixAcc"] == 100 and sum(v > 0 for v in ref["per_class_IoU"]) >= 2  # not one class everywhere
+    # the labels are torch's own maps, but torch on 2 threads is not bit-reproducible run to run
+    # (measured: 1 fp32 tie pixel of ~318k flips); OMP_NUM_THREADS=1 gives exactly 100
+    assert ref["pixAcc"] >= 99.99 and sum(v > 0 for v in ref["per_class_IoU"]) >= 2  # not one class everywhere
     # across frameworks argmax flips at fp32 logit ties (measured: 1-2 pixels of ~250k per image);
     # 1e-4 of the pixels bounds that 20x over and is 100x under what the Pillow pipeline moves
     for pre in PRE:
@@ -183,5 +185,6 @@ def test_keep_ratio_boxes_map_back_by_ppdet_s_factor():
     orig = np.array([[10.0, 20.0, 440.5, 299.0], [-5.0, 3.0, 460.0, 100.0]])  # the second crosses the frame
     out = (np.array([[[0], [3]]]), np.array([[[0.9], [0.5]]]), (orig * f)[None])
     pred = detect(out, "ppdet", tuple(x.shape[-2:]), meta.orig_hw, meta.affine[:2])
-    np.testing.assert_allclose(pred["boxes"], np.clip(orig, 0, [451, 300, 451, 300]), rtol=0, atol=1e-9)
+    # float32, as ppdet maps them (the rounded-ratio mapping would be off by ~0.1 px here)
+    np.testing.assert_allclose(pred["boxes"], np.clip(orig, 0, [451, 300, 451, 300]), rtol=0, atol=1e-4)
     assert abs(1203 / 451 - f) * 440 > 0.1  # mapping by the sizes would move x2 by > 0.1 px
