@@ -22,7 +22,8 @@ from test_paddle_cls_fixtures import write_fluid_dir, write_pdparams
 MODELS = {"FastSCNN": {"dygraph": seg.fast_scnn_dygraph, "fluid": seg.fast_scnn_fluid},
           "UNet": {"dygraph": seg.unet_dygraph, "fluid": seg.unet_fluid},
           "HRNet_W18": {"dygraph": hrnet_seg.fcn_dygraph, "fluid": hrnet_seg.fcn_fluid},
-          "DeepLabv3_Xception65": {"dygraph": lambda: iter([*seg.xception65_dygraph(), *seg.deeplab_head_dygraph()])},
+          "DeepLabv3_Xception65": {"dygraph": lambda: iter([*seg.xception65_dygraph(), *seg.deeplab_head_dygraph()]),
+                                   "fluid": lambda: iter([*seg.xception65_fluid(), *seg.deeplab_head_fluid()])},
           "DeepLabv3_MobileNetV2_x1.0": {
               "dygraph": lambda: iter([*seg.mobilenet_v2_dygraph(), *seg.deeplab_head_dygraph()]),
               "fluid": lambda: iter([*seg.mobilenet_v2_fluid(), *seg.deeplab_head_fluid()])},
@@ -291,3 +292,31 @@ def test_mobilenet_v3_fluid_names_follow_paddleseg_0x():
     assert "backbone.last.conv.weight" not in dy
     assert dy["backbone.blocks.3.se.reduce.weight"] == "backbone.blocks.3.mid_se.conv1.weight"
     assert dy["backbone.blocks.0.dw.bn.running_mean"] == "backbone.blocks.0.bottleneck_conv.bn._mean"
+
+
+def test_xception_deeplab_static_tap_and_fluid_file(tmp_path):
+    """The static Xception65 DeepLabV3+: the decoder reads entry block 2's second separable conv
+    (256 ch at 1/4) instead of entry block 1's output (128 ch), the head switches as MobileNetV2's;
+    a seeded-shape fluid directory converts to it and runs."""
+    from converters.arch.deeplab import deeplab_xception65
+    net = deeplab_xception65(19)
+    assert net.backbone.channels == (128, 2048) and net.decoder.reduce.conv.in_channels == 128
+    net.set_numerics("paddlex")
+    assert net.backbone.channels == (256, 2048) and net.decoder.reduce.conv.in_channels == 256
+    assert net.aspp.project.conv.bias is None and isinstance(net.aspp.branches[1].depthwise.act, nn.ReLU)
+    assert net.backbone.exit1.sep3.depthwise.stride == (1, 1) and net.backbone.exit2.sep1.depthwise.dilation == (2, 2)
+    seen = {}
+    net.backbone.entry[1].sep2.register_forward_hook(lambda _m, _i, out: seen.setdefault("sep2", out))
+    net.decoder.reduce.register_forward_pre_hook(lambda _m, inp: seen.setdefault("low", inp[0]))
+    net.aspp.register_forward_pre_hook(lambda _m, inp: seen.setdefault("high", inp[0]))
+    with torch.no_grad():
+        assert net.eval()(torch.randn(1, 3, 64, 96)).shape == (1, 19, 64, 96)
+    assert seen["low"].shape == (1, 256, 16, 24) and torch.equal(seen["low"], seen["sep2"])
+    assert seen["high"].shape == (1, 2048, 4, 6)
+
+    r = converters.convert("DeepLabv3_Xception65",
+                           weights=write_fluid_dir(tmp_path / "xc", synthetic("DeepLabv3_Xception65", "fluid")))
+    assert r.layout == "fluid" and r.module.cfg.numerics == "paddlex" and r.module.backbone.static
+    assert all(row.status == "mapped" for row in r.mapping if row.source)
+    with torch.no_grad():
+        assert r.module(torch.randn(1, 3, 64, 96)).shape == (1, 19, 64, 96)

@@ -15,6 +15,8 @@ The static net (``set_numerics("paddlex")``, which rebuilds the untrained layers
 - MobileNetV2 at output stride 16 (the stride of stage 6, block 13, becomes 1, no dilation) and
   the decoder's low-level input is the depthwise output of block 2 (144 ch at 1/4), not block 2's
   output (24 ch);
+- Xception65: PaddleSeg 2.x's trunk (output stride 16) again, but the decoder's low-level input is
+  entry block 2's second separable conv (256 ch at 1/4), not entry block 1's output (128 ch);
 - every bilinear resize has align_corners True (``fluid.layers.resize_bilinear``'s default);
 - PaddleSeg 0.x's Cityscapes MobileNetV2 model was trained with ENCODER_WITH_ASPP and ENABLE_DECODER
   False: no ASPP, no decoder, the classifier on the backbone's 320 channels (``head=False``).
@@ -77,21 +79,24 @@ class XceptionFeatures(nn.Module):
     stride 16, as PaddleSeg 2.x's ``Xception*_deeplab`` builds it: exit block 1 unstrided (its third
     separable conv and its shortcut), exit block 2 dilated 2 as in the classifier. Taps: entry block
     1's output (128 ch, 1/4) and the exit flow's (2048 ch, 1/16). No dropout / pool / Linear.
+    ``static``: the same trunk (PaddleX 1.x / PaddleSeg 0.x strides and dilations are these), but the
+    low-level tap is entry block 2's second separable conv (its pointwise BN output, 256 ch, still at
+    1/4: the block strides in its third), the static program's ``decode_points=2``.
     PaddleSeg's BN layers output before the ReLU (a separate activation layer), where PaddleClas's
     ``BatchNorm(act="relu")`` includes it: the BNs here are plain and the ReLUs run in ``forward``,
     so each BN's output is comparable with PaddleSeg's."""
 
     def __init__(self, static: bool = False, middle_blocks: int = 16):
         super().__init__()
-        if static:
-            raise ValueError("the static PaddleX 1.x Xception DeepLabV3+ is not ported")
         net = Xception(XceptionConfig(middle_blocks))
         for name in ("conv1", "bn1", "conv2", "bn2", "entry", "middle", "exit1", "exit2"):
             setattr(self, name, getattr(net, name))
         self.exit1.sep3.depthwise.stride = self.exit1.shortcut_conv.stride = (1, 1)
         for bn in (self.bn1, self.bn2, *(b for sep in self._exit2_seps() for b in (sep.bn_depth, sep.bn_point))):
             bn.act = None
-        self.channels = (self.entry[0].sep3.bn_point.num_features, self.exit2.sep3.bn_point.num_features)
+        self.static = static
+        low = self.entry[1].sep2 if static else self.entry[0].sep3
+        self.channels = (low.bn_point.num_features, self.exit2.sep3.bn_point.num_features)
 
     def _exit2_seps(self):
         return self.exit2.sep1, self.exit2.sep2, self.exit2.sep3
@@ -99,7 +104,13 @@ class XceptionFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
         low = x = self.entry[0](x)
-        for block in (*self.entry[1:], *self.middle, self.exit1):
+        if self.static:  # entry block 2 run step by step to keep its second separable conv's output
+            b = self.entry[1]
+            low = b.sep2(F.relu(b.sep1(F.relu(x))))
+            x = b.sep3(F.relu(low)) + b.shortcut_bn(b.shortcut_conv(x))
+        else:
+            x = self.entry[1](x)
+        for block in (*self.entry[2:], *self.middle, self.exit1):
             x = block(x)
         for sep in self._exit2_seps():  # exit block 2: ReLU after every BN, no shortcut
             x = F.relu(sep.bn_point(sep.pointwise(F.relu(sep.bn_depth(sep.depthwise(x))))))

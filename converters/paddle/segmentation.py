@@ -232,6 +232,18 @@ def xception65_dygraph() -> Iterator[Triple]:
             yield f"backbone.{e.dy_bn}.{d}", f"backbone.{e.norm}.{t}", f"backbone {e.dy_bn} BN {d.lstrip('_')}"
 
 
+def xception65_fluid() -> Iterator[Triple]:
+    """The static trunk (PaddleX 1.x ``nets/xception.py``, PaddleSeg 0.x ``backbone/xception.py``)
+    names its variables as PaddleClas 1.x's Xception65_deeplab: converters/paddle/xception.py's
+    static names (``xception_65/<flow>/block<i>/separable_conv<j>/{depthwise,pointwise}/...``)."""
+    for e in ppcls_xception.tensors(XceptionConfig(16), "xception_65"):
+        if not hasattr(e, "st_conv"):
+            continue  # the Linear classifier
+        yield f"{e.st_conv}{e.st_conv_suffix}", f"backbone.{e.conv}.weight", f"static {e.st_conv} conv"
+        for s, t in zip(e.st_bn_suffixes, BN_TG):
+            yield f"{e.st_bn}{s}", f"backbone.{e.norm}.{t}", f"static {e.st_bn} BN {s.rpartition('/')[2]}"
+
+
 def _build_deeplab(backbone: str, seed: int | None, **kwargs):
     """PaddleSeg's DeepLabV3P on ``backbone`` (a paddleseg.models.backbones factory), low-level
     feature from the backbone's first output, ASPP on its last."""
@@ -363,7 +375,9 @@ XCEPTION_NOTES = (
 register(ModelSpec(
     name="DeepLabv3_Xception65", family="paddle.segmentation", framework="paddle", task="segmentation",
     source_format="paddle-checkpoint", build=functools.partial(deeplab_xception65, 19),
-    rules={"dygraph": rules(iter([*xception65_dygraph(), *deeplab_head_dygraph()]))},
+    rules={"dygraph": rules(iter([*xception65_dygraph(), *deeplab_head_dygraph()])),
+           "fluid": rules(iter([*xception65_fluid(), *deeplab_head_fluid()]))},
+    numerics={"dygraph": "paddleseg", "fluid": "paddlex"},
     preprocess=paddleseg_eval((512, 512), "BGR"),
     weights=functools.partial(seg_weights, "DeepLabv3_Xception65", f"{SEG}xception65_bn_cityscapes.tgz"),
     source_model="DeepLabV3P", defaults=BN_DEFAULTS, metrics=miou(79.3), notes=XCEPTION_NOTES,
