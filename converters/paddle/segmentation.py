@@ -13,8 +13,9 @@ switches with ``numerics``: "paddleseg" for dygraph files, "paddlex" for fluid o
 weights load: the switch rebuilds the untrained layers). The oracle checks the "paddleseg" nets end
 to end. No Paddle here runs the static programs (PaddleSeg 0.x is Paddle 1.x static-graph code):
 the static U-Net equals PaddleSeg's with align_corners True and zero biases, and is checked so;
-static Fast-SCNN and DeepLabV3+ are checked for rule coverage, shapes and forward only.
-Xception65 has no "fluid" layout yet."""
+the static Xception65 DeepLabV3+ against a Paddle net written as the static one from PaddleSeg 2.8
+layers (parity/tests/test_paddle_seg_xception_static.py); static Fast-SCNN and MobileNetV2
+DeepLabV3+ are checked for rule coverage, shapes and forward only."""
 from __future__ import annotations
 
 import functools
@@ -366,9 +367,15 @@ XCEPTION_NOTES = (
     "Ported: PaddleSeg 2.8's DeepLabV3P on Xception65_deeplab (converters/arch/xception.py's net at output stride "
     "16: exit block 1 unstrided; low-level feature = entry block 1's 128 ch at 1/4), aspp_ratios (1, 6, 12, 18), "
     "align_corners False; the oracle checks it on 'dygraph' files.",
-    "Not ported: the PaddleX 1.x / PaddleSeg 0.x static Xception65 DeepLabV3+ of the link (xception65_bn_cityscapes): "
-    "no 'fluid' layout (its static names are those of converters/paddle/xception.py, its head the static "
-    "MobileNetV2 model's; its decoder tap and strides are unverified).",
+    "'fluid' (the link, xception65_bn_cityscapes, PaddleSeg 0.x static): numerics 'paddlex'. Verified from PaddleX "
+    "1.x nets/xception.py (6c50396) + nets/segmentation/deeplabv3p.py (d272926) and PaddleSeg 0.x pdseg/models/"
+    "modeling/deeplab.py (0090fd6; the Xception65 Cityscapes config sets ASPP_WITH_SEP_CONV and "
+    "DECODER_USE_SEP_CONV): the trunk's names are the classification Xception65's (converters/paddle/xception.py), "
+    "its strides and dilations PaddleSeg 2.8's (output stride 16); the decoder reads entry block 2's second "
+    "separable conv (256 ch at 1/4, decode_points=2); the head is the static MobileNetV2 model's (separable ASPP "
+    "and decoder convs with ReLU after the depthwise BNs, bias-free convs, image pool first, ASPP output x 0.1, "
+    "align_corners True). Checked against a Paddle net written as the static one from PaddleSeg 2.8 layers, "
+    "at 129x161 (parity/tests/test_paddle_seg_xception_static.py).",
     "Input: (x / 255 - 0.5) / 0.5; output logits (B, 19, H, W) at input size.",
 )
 
