@@ -146,6 +146,11 @@ def _calibrate_symbol(block, data, mx) -> None:
         values[i] = list(out) if isinstance(out, (list, tuple)) else [out]
 
 
+class _Measured(Exception):
+    """Ends a measuring pass once every measured layer has output (an R-CNN's RPN passes then skip
+    the per-RoI head)."""
+
+
 def _scale_outputs(net, x, output_std: Mapping[str, float], mx, per_image: bool = False) -> None:
     """Scale weight and bias of the named output layers so their outputs have the given std. Prefixes
     run in order (an R-CNN's RPN scaling moves the proposals its box head sees); the layers under one
@@ -155,11 +160,19 @@ def _scale_outputs(net, x, output_std: Mapping[str, float], mx, per_image: bool 
                   if path.startswith(prefix) and hasattr(block, "weight") and block.weight is not None]
         first: dict[int, np.ndarray] = {}  # a layer's first output in a pass
         seen: dict[int, list] = {}
-        handles = [block.register_forward_hook(lambda b, i, o, k=k: first.setdefault(k, o.asnumpy()))
-                   for k, block in enumerate(layers)]
+
+        def hook(k: int, out) -> None:
+            first.setdefault(k, out.asnumpy())
+            if len(first) == len(layers):
+                raise _Measured  # only first outputs count: the rest of the pass changes nothing
+
+        handles = [block.register_forward_hook(lambda b, i, o, k=k: hook(k, o)) for k, block in enumerate(layers)]
         for batch in ([x[i : i + 1] for i in range(x.shape[0])] if per_image else [x]):
             first.clear()
-            net(batch)
+            try:
+                net(batch)
+            except _Measured:
+                pass
             for k, o in first.items():
                 seen.setdefault(k, []).append(o)
         for h in handles:
