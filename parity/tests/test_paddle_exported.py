@@ -41,7 +41,8 @@ def export(name: str, source, directory):
     return directory
 
 
-@pytest.mark.parametrize("name", ["ResNet18", "MobileNetV2", "YOLOv3_MobileNetV1", "FastSCNN"])
+@pytest.mark.parametrize("name", ["ResNet18", "MobileNetV2", "YOLOv3_MobileNetV1", "FastSCNN",
+                                  "DeepLabv3_MobileNetV2_x1.0"])
 def test_exported_program_converts_to_the_checkpoint_s_weights(name, converted, tmp_path):
     seeded = converted(name)
     result = convert(name, weights=export(name, seeded.source, tmp_path))
