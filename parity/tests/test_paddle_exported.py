@@ -42,7 +42,7 @@ def export(name: str, source, directory):
 
 
 @pytest.mark.parametrize("name", ["ResNet18", "MobileNetV2", "YOLOv3_MobileNetV1", "FastSCNN",
-                                  "DeepLabv3_MobileNetV2_x1.0"])
+                                  "DeepLabv3_MobileNetV2_x1.0", "HRNet_W18"])
 def test_exported_program_converts_to_the_checkpoint_s_weights(name, converted, tmp_path):
     seeded = converted(name)
     result = convert(name, weights=export(name, seeded.source, tmp_path))
