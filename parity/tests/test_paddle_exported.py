@@ -3,9 +3,11 @@
 exported by paddle itself; the export converts (rules aligned from the op graph), lands on exactly the
 weights the dygraph checkpoint gives, and passes verify against Paddle's executor running the exported
 program, post-processing included. (paddle 3.3.1's to_static with the legacy IR cannot export ppcls's
-MobileNetV3 (its hardswish multiply), ppdet's MobileNetV3 in PP-YOLO Tiny (its SE's paddle.multiply) or
-ppdet's Faster R-CNN (its per-image list of RoIs). PaddleSeg's Fast-SCNN export also fetches its auxiliary
-head's logits: the aligner leaves that head out, as the checkpoint conversion does.)"""
+MobileNetV3 (its hardswish multiply), ppdet's MobileNetV3 in PP-YOLO Tiny (its SE's paddle.multiply:
+"multiply(): argument (position 1) must be Value, but got Variable") or ppdet's Faster / Mask R-CNN (the
+RPN's data-dependent ``if num_rois > post_nms_top_n``: "logical_not(): ... must be Value, but got
+Variable"), with full_graph True or False. PaddleSeg's Fast-SCNN export also fetches its auxiliary head's
+logits: the aligner leaves that head out, as the checkpoint conversion does.)"""
 from __future__ import annotations
 
 import importlib.util
