@@ -45,7 +45,7 @@ def export(name: str, source, directory):
 
 @pytest.mark.parametrize("name", [
     "ResNet18", "MobileNetV2", "YOLOv3_MobileNetV1", "FastSCNN",
-    # 512x512 nets already slow in the sweep: 62 s and 120 s here on 2 busy cores (niced)
+    # 512x512 nets already slow in the sweep: 20-62 s and 41-120 s here on 2 busy cores (niced)
     pytest.param("DeepLabv3_MobileNetV2_x1.0", marks=pytest.mark.slow),
     pytest.param("HRNet_W18", marks=pytest.mark.slow)])
 def test_exported_program_converts_to_the_checkpoint_s_weights(name, converted, tmp_path):
