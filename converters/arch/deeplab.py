@@ -142,9 +142,14 @@ class ASPP(nn.Module):
         self.static = st
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = [resize(self.pool(x.mean((2, 3), keepdim=True)), x.shape[2:], self.static)]
-        branches = [b(x) for b in self.branches]
-        return self.drop(self.project(torch.cat(pooled + branches if self.static else branches + pooled, 1)))
+        # run in the source's order (static: image pool first), as an exported program aligns by op order
+        def pool() -> list[torch.Tensor]:
+            return [resize(self.pool(x.mean((2, 3), keepdim=True)), x.shape[2:], self.static)]
+        if self.static:
+            parts = pool() + [b(x) for b in self.branches]
+        else:
+            parts = [b(x) for b in self.branches] + pool()
+        return self.drop(self.project(torch.cat(parts, 1)))
 
 
 class Decoder(nn.Module):

@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 from ..arch.paddle_ops import Affine
+from ..arch.paddle_seg import SameConv2d
 from ..errors import MappingError
 from ..io.paddle import Op, Program, inference_files, read_program
-from ..rules import Rule
+from ..rules import Ignore, Rule
 
 CONV_OPS = ("conv2d", "depthwise_conv2d", "conv2d_transpose", "depthwise_conv2d_transpose")
 MATMUL_OPS = ("matmul_v2", "matmul", "mul")
@@ -176,13 +177,31 @@ def _pairs(attr):
     return tuple(attr) if isinstance(attr, (list, tuple)) else (attr, attr)
 
 
+def _same_padding(module: nn.Module, attrs: dict) -> list[str]:
+    """A "SAME" conv pads ceil(in / stride) style, the odd pixel after: ``SameConv2d`` does that for
+    any stride; a stride-1 conv with an odd kernel pads (k - 1) / 2 on each side, a plain conv's
+    symmetric padding (with dilation 1)."""
+    if isinstance(module, SameConv2d):
+        return [] if module.padding == (0, 0) else [f"SameConv2d with padding {module.padding}"]
+    k, s, d = module.kernel_size, module.stride, module.dilation
+    if s == (1, 1) and d == (1, 1) and all(n % 2 for n in k) and module.padding == (k[0] // 2, k[1] // 2):
+        return []
+    return [f"padding_algorithm SAME but the target pads {module.padding} (kernel {k}, stride {s})"]
+
+
 def _check_attrs(layer: ProgramLayer, module: nn.Module) -> list[str]:
     """The op's hyper-parameters against the target module's."""
     a, bad = layer.attrs, []
     if layer.kind in ("conv", "conv_transpose"):
-        if a.get("padding_algorithm", "EXPLICIT") != "EXPLICIT":
-            bad.append(f"padding_algorithm {a['padding_algorithm']} (only EXPLICIT is ported)")
+        algorithm = a.get("padding_algorithm", "EXPLICIT")
         pads = tuple(a.get("paddings", (0, 0)))
+        if algorithm == "SAME":  # Paddle's "same": paddings ignored, the target must pad the same way
+            bad += _same_padding(module, a)
+            pads = module.padding
+        elif algorithm == "VALID":
+            pads = (0, 0)
+        elif algorithm != "EXPLICIT":
+            bad.append(f"padding_algorithm {algorithm} is not ported")
         if len(pads) == 4:  # [top, bottom, left, right]: symmetric ones are torch's (h, w)
             if pads[0] != pads[1] or pads[2] != pads[3]:
                 bad.append(f"asymmetric paddings {pads}")
@@ -199,10 +218,32 @@ def _check_attrs(layer: ProgramLayer, module: nn.Module) -> list[str]:
     return bad
 
 
-def align(program: Program, module: nn.Module, example: torch.Tensor, where: str) -> list[Rule]:
+def first_output_ancestors(program: Program) -> set[str]:
+    """Variables the program's first fetched output is computed from (itself included)."""
+    fetches = sorted((op for op in program.ops if op.type == "fetch"), key=lambda op: op.attrs.get("col", 0))
+    if not fetches:
+        return set()
+    needed = set(fetches[0].inputs.get("X", []))
+    for op in reversed(program.ops):
+        if op.type != "fetch" and any(n in needed for names in op.outputs.values() for n in names):
+            needed.update(n for names in op.inputs.values() for n in names)
+    return needed
+
+
+def align(program: Program, module: nn.Module, example: torch.Tensor, where: str) -> list[Rule | Ignore]:
     layers = program_layers(program, where)
     order = [(n, m) for n, m in execution_order(module, example) if _kind(m) is not None]
-    problems = []
+    problems, ignored = [], []
+    if len(layers) > len(order):
+        # an auxiliary output the target does not return (PaddleSeg's export fetches the training
+        # heads' logits too): layers the first output does not depend on are left out
+        needed = first_output_ancestors(program)
+        aux = [layer for layer in layers if layer.out not in needed]
+        if aux and len(layers) - len(aux) == len(order):
+            layers = [layer for layer in layers if layer.out in needed]
+            ignored = [Ignore(f"^{re.escape(src)}$", f"op {layer.op} {layer.op_type}: feeds only an auxiliary "
+                              "output (not the first fetch), which the target does not compute")
+                       for layer in aux for src in layer.params.values()]
     if len(layers) != len(order):
         problems.append(f"the program has {len(layers)} parameter layers, the target runs {len(order)}")
     rules: list[Rule] = []
@@ -222,12 +263,12 @@ def align(program: Program, module: nn.Module, example: torch.Tensor, where: str
                               f"op {layer.op} {layer.op_type}: {layer.kind} {role}"))
     if problems:
         raise MappingError(where, problems)
-    return rules
+    return rules + ignored
 
 
-def program_rules(build: Callable[[], nn.Module], example_shape: tuple[int, ...]) -> Callable[[Path], list[Rule]]:
+def program_rules(build: Callable[[], nn.Module], example_shape: tuple[int, ...]) -> Callable[[Path], list[Rule | Ignore]]:
     """A rule-table factory for ModelSpec.rules["inference"]: the source path -> aligned rules."""
-    def rules(path: Path) -> list[Rule]:
+    def rules(path: Path) -> list[Rule | Ignore]:
         pdmodel, _ = inference_files(path)
         torch.manual_seed(0)  # the example forward must not depend on the caller's RNG state
         return align(read_program(pdmodel), build(), torch.rand(example_shape), str(pdmodel))

@@ -15,9 +15,9 @@ import numpy as np
 
 from converters.errors import ParityError
 from converters.frameworks import import_paddle
-from converters.io.paddle import inference_files
+from converters.io.paddle import inference_files, read_program
 from converters.paddle import ppdet_io
-from converters.paddle.program import layers_of
+from converters.paddle.program import first_output_ancestors, layers_of
 
 from ..capture import Captured
 
@@ -27,6 +27,8 @@ class ProgramOracle:
         self.pdmodel, self.pdiparams = inference_files(source)
         self.paddle = import_paddle()
         self.layer_of = {src: layer for layer in layers_of(str(self.pdmodel)) for src in layer.params.values()}
+        needed = first_output_ancestors(read_program(self.pdmodel))
+        self.auxiliary = any(layer.out not in needed for layer in layers_of(str(self.pdmodel)))
         with self._static():
             self.exe = self.paddle.static.Executor(self.paddle.CPUPlace())
             prefix = str(self.pdmodel.with_suffix(""))
@@ -60,7 +62,9 @@ class ProgramOracle:
             feed = ppdet_io.feeds(x) if self.ppdet else {self.feeds[0]: np.ascontiguousarray(x, np.float32)}
             outs = self.exe.run(self.program, feed=feed, fetch_list=list(self.fetches) + points, return_numpy=True)
         n = len(self.fetches)
-        main = outs[0] if n == 1 else tuple(outs[:n])
+        # a one-image program whose extra fetches come from layers the first does not use (PaddleSeg's
+        # auxiliary heads): the aligner leaves those out, the target returns the first output only
+        main = outs[0] if n == 1 or (not self.ppdet and self.auxiliary) else tuple(outs[:n])
         if self.ppdet:  # -1-padded (ids, scores, boxes) in input pixels, as zooport's detectors return
             main = ppdet_io.pad_detections(np.asarray(outs[0]), np.asarray(outs[1]))
         main = main if isinstance(main, tuple) else np.asarray(main)

@@ -3,8 +3,11 @@
 exported by paddle itself; the export converts (rules aligned from the op graph), lands on exactly the
 weights the dygraph checkpoint gives, and passes verify against Paddle's executor running the exported
 program, post-processing included. (paddle 3.3.1's to_static with the legacy IR cannot export ppcls's
-MobileNetV3 (its hardswish multiply) or ppdet's Faster R-CNN (its per-image list of RoIs); PaddleSeg's
-Fast-SCNN exports, but aligning it needs SAME padding and its extra layers handled: not yet.)"""
+MobileNetV3 (its hardswish multiply), ppdet's MobileNetV3 in PP-YOLO Tiny (its SE's paddle.multiply:
+"multiply(): argument (position 1) must be Value, but got Variable") or ppdet's Faster / Mask R-CNN (the
+RPN's data-dependent ``if num_rois > post_nms_top_n``: "logical_not(): ... must be Value, but got
+Variable"), with full_graph True or False. PaddleSeg's Fast-SCNN export also fetches its auxiliary head's
+logits: the aligner leaves that head out, as the checkpoint conversion does.)"""
 from __future__ import annotations
 
 import importlib.util
@@ -40,12 +43,19 @@ def export(name: str, source, directory):
     return directory
 
 
-@pytest.mark.parametrize("name", ["ResNet18", "MobileNetV2", "YOLOv3_MobileNetV1"])
+@pytest.mark.parametrize("name", [
+    "ResNet18", "MobileNetV2", "YOLOv3_MobileNetV1", "FastSCNN",
+    # 512x512 nets already slow in the sweep: 20-62 s and 41-120 s here on 2 busy cores (niced)
+    pytest.param("DeepLabv3_MobileNetV2_x1.0", marks=pytest.mark.slow),
+    pytest.param("HRNet_W18", marks=pytest.mark.slow)])
 def test_exported_program_converts_to_the_checkpoint_s_weights(name, converted, tmp_path):
     seeded = converted(name)
     result = convert(name, weights=export(name, seeded.source, tmp_path))
     assert result.layout == "inference"
-    assert all(r.status in ("mapped", "default") for r in result.mapping)
+    # what the checkpoint conversion ignores (an auxiliary head) the export ignores too, tensor for tensor
+    ignored = [r for r in result.mapping if r.status == "ignored"]
+    assert len(ignored) == sum(r.status == "ignored" for r in seeded.mapping)
+    assert all(r.status in ("mapped", "default") for r in result.mapping if r not in ignored)
     assert result.state_dict.keys() == seeded.state_dict.keys()
     assert all(torch.equal(result.state_dict[k], seeded.state_dict[k]) for k in seeded.state_dict)
     report = verify(name, result=result, images=sample_photos()[:1])
