@@ -150,15 +150,17 @@ def test_static_unet_is_paddleseg_s_with_align_corners_and_no_biases(tmp_path):
 def test_hrnet_eval_same_metrics_in_paddle_and_torch(converted, tmp_path):
     """`zooport eval` on a tiny Cityscapes set (two frames at the 512x512 preset, ~7 s): paddle's
     PaddleSeg net and the converted module give the same mIoU up to fp32 logit ties."""
-    import math
     from parity.evaluate import evaluate
     from parity.fixtures import build_tiny
     data = build_tiny("cityscapes", tmp_path / "cityscapes", 2)
     report = evaluate(converted("HRNet_W18"), data, ["cv2-exact"], ["torch", "paddle"], progress=False)
     rows = {r.framework: r.to_dict()["metrics"] for r in report.rows}
     assert report.dataset["kind"] == "cityscapes" and rows["paddle"]["pixAcc"] > 0
+    # scored as PaddleSeg scores (logits resized to the full frame, then argmax): near-tied logits
+    # interpolate into ties over many pixels (measured: pixAcc 5.1105 vs 5.1099, 6e-6 of the
+    # pixels); 1e-4 of the pixels (0.01 points), the bound of test_paddle_det_seg_evaluate.py
     for name in ("pixAcc", "mIoU"):
-        assert math.isclose(rows["torch"][name], rows["paddle"][name], rel_tol=1e-4), name
+        assert abs(rows["torch"][name] - rows["paddle"][name]) <= 0.01, (name, rows["torch"][name], rows["paddle"][name])
 
 
 def _static_hrnet_fcn(paddle, align_mode_1: bool):
