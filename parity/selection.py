@@ -16,6 +16,9 @@ PARITY_FULL_ONLY = frozenset({
     "densenet161", "densenet169", "densenet201",                                       # > 125 layers
     "cifar_resnext29_16x64d",                                                           # 68M
     "yolo3_mobilenet1.0_coco",  # CI time: its VOC twin (the same net, 20 classes) runs in CI
+    # CI time (205 s on a fresh clone): fcn/psp_resnet50_ade keep its dilated backbone and the ADE
+    # outputs in CI; its ASPP head's names are checked in the unit suite against gluoncv's net
+    "deeplab_resnet50_ade",
 }) | frozenset({
     # siblings: (depth) cifar_resnet20_v1/v2, cifar_wideresnet16_10, resnet18_v1/v1b/v2 stay in CI
     "cifar_resnet56_v1", "cifar_resnet56_v2", "cifar_resnet110_v1", "cifar_resnet110_v2",

@@ -46,6 +46,7 @@ def _assert_first_divergence(report, name: str) -> None:
 # ----------------------------------------------------------------------------- at native size
 
 
+@pytest.mark.slow  # deeplab_resnet50_ade's parity runs in `make parity-full` (parity/selection.py)
 def test_dilated_backbone_layer_pairs(parity_report):
     """Every conv and BN of the dilated stages is paired (the first blocks' lower-rate 3x3 convs
     included) and within tolerance, as are the stage outputs, the ASPP branches and both heads."""
