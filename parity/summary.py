@@ -10,7 +10,7 @@ from converters import registry
 from converters.io.writer import write_json
 from converters.sources import ROOT
 
-from .selection import slow
+from .selection import NO_SOURCE_RUNTIME, slow
 
 SUMMARY_DIR = ROOT / "reports" / "parity"
 MARK_START, MARK_END = "<!-- models:start -->", "<!-- models:end -->"
@@ -73,6 +73,10 @@ def table(summary_dir: Path = SUMMARY_DIR, earlier: dict[str, str] | None = None
             if slow(spec.name) and "parity-full" not in cells[-2]:  # left CI since that run
                 cells[-2] = cells[-2].replace("pass", "pass (parity-full)", 1)
             rows.append("|".join(cells))
+            continue
+        if not path.exists() and spec.framework in NO_SOURCE_RUNTIME:  # nothing to run the source with
+            rows.append(f"| {spec.name} | {spec.family} | {size} | | | | | no source runtime: exact transfer "
+                        "and per-op tests (see the Detectron section) |")
             continue
         if not path.exists():
             rows.append(f"| {spec.name} | {spec.family} | {size} | | | | | not run{' (parity-full only)' if slow(spec.name) else ''} |")
