@@ -2,6 +2,7 @@
 them; readers and rules never do."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from types import ModuleType
@@ -59,6 +60,16 @@ def import_paddle() -> ModuleType:
         os.environ.setdefault("FLAGS_enable_pir_api", "0")
         os.environ.setdefault("GLOG_minloglevel", "2")  # paddle's C++ INFO lines drown test output
     return _import_keeping_torch_threads("paddle")
+
+
+@contextlib.contextmanager
+def paddle_build_scope(paddle: ModuleType, seed: int | None):
+    """Where a Paddle net is built: automatic parameter names restart from 0 (static layouts are
+    named by those counters) and, given a seed, paddle's RNG is seeded first."""
+    with paddle.utils.unique_name.guard():
+        if seed is not None:
+            paddle.seed(seed)
+        yield
 
 
 def import_ppcls() -> ModuleType:

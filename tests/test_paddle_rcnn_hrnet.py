@@ -117,19 +117,25 @@ def test_pdparams_converts_with_linear_transposes(tmp_path):
     assert torch.equal(got["box_head.fc6.weight"], torch.from_numpy(tensors["bbox_head.head.fc6.weight"].T))
 
 
-def test_hrfpn_matches_its_definition():
+def _hrfpn_definition(neck, xs, align_corners: bool) -> list:
     """cat(x0, up2(x1), up4(x2), up8(x3)) -> 1x1 -> [y, avg2(y), avg4, avg8, avg16] -> one 3x3 each."""
+    with torch.no_grad():
+        cat = torch.cat([xs[0]] + [F.interpolate(x, size=xs[0].shape[2:], mode="bilinear", align_corners=align_corners)
+                                   for x in xs[1:]], 1)
+        y = F.conv2d(cat, neck.reduction.weight)
+        return [F.conv2d(F.avg_pool2d(y, 2 ** k) if k else y, conv.weight, padding=1)
+                for k, conv in enumerate(neck.fpn_convs)]
+
+
+def test_hrfpn_matches_its_definition():
+    """ppdet's HRFPN: the definition above with align_corners False."""
     torch.manual_seed(0)
     neck = HRFPN((2, 3, 4, 5), 6).eval()
     xs = [torch.randn(1, c, 32 // 2 ** i, 48 // 2 ** i) for i, c in enumerate((2, 3, 4, 5))]
     with torch.no_grad():
         outs = neck(xs)
-        cat = torch.cat([xs[0]] + [F.interpolate(x, size=(32, 48), mode="bilinear", align_corners=False)
-                                   for x in xs[1:]], 1)
-        y = F.conv2d(cat, neck.reduction.weight)
-        for k, out in enumerate(outs):
-            ref = F.conv2d(F.avg_pool2d(y, 2 ** k) if k else y, neck.fpn_convs[k].weight, padding=1)
-            assert out.shape == (1, 6, 32 // 2 ** k, 48 // 2 ** k) and torch.allclose(out, ref, atol=1e-6)
+    for k, (out, ref) in enumerate(zip(outs, _hrfpn_definition(neck, xs, False), strict=True)):
+        assert out.shape == (1, 6, 32 // 2 ** k, 48 // 2 ** k) and torch.allclose(out, ref, atol=1e-6)
 
 
 def test_static_hrfpn_upsamples_with_aligned_corners():
@@ -142,11 +148,7 @@ def test_static_hrfpn_upsamples_with_aligned_corners():
         dygraph = neck(xs)
         neck.align_corners = True
         outs = neck(xs)
-        cat = torch.cat([xs[0]] + [F.interpolate(x, size=(32, 48), mode="bilinear", align_corners=True)
-                                   for x in xs[1:]], 1)
-        y = F.conv2d(cat, neck.reduction.weight)
-    for k, out in enumerate(outs):
-        ref = F.conv2d(F.avg_pool2d(y, 2 ** k) if k else y, neck.fpn_convs[k].weight, padding=1)
+    for k, (out, ref) in enumerate(zip(outs, _hrfpn_definition(neck, xs, True), strict=True)):
         assert torch.allclose(out, ref, atol=1e-6) and not torch.allclose(out, dygraph[k], atol=1e-3)
 
 

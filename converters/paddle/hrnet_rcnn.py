@@ -21,6 +21,7 @@ from typing import Iterator
 from ..arch.hrfpn import hrnet_hrfpn
 from ..arch.hrnet import HRNetConfig
 from ..arch.paddle_rcnn import PaddleFasterRCNN, RCNNConfig
+from ..frameworks import paddle_build_scope
 from ..registry import Metric, ModelSpec, ppdet_eval, register
 from ..rules import Rule
 from . import ppcls
@@ -69,9 +70,7 @@ def source_net(seed: int | None = None):
     import_ppdet()
     from ppdet.modeling.backbones.hrnet import HRNet
     from ppdet.modeling.necks.hrfpn import HRFPN
-    with paddle.utils.unique_name.guard():
-        if seed is not None:
-            paddle.seed(seed)
+    with paddle_build_scope(paddle, seed):
         backbone = HRNet(width=18, freeze_at=0, return_idx=[0, 1, 2, 3])
         shapes = backbone.out_shape
         neck = HRFPN(in_channels=[s.channels for s in shapes], out_channel=256, share_conv=False,

@@ -23,6 +23,7 @@ import functools
 from typing import Iterator
 
 from ..arch.hrnet import SEG_W18, HRNetConfig, HRNetFCN
+from ..frameworks import paddle_build_scope
 from ..registry import ModelSpec, paddleseg_eval, register
 from . import hrnet as cls_hrnet
 from .paddlex import BN_DEFAULTS, triples
@@ -111,9 +112,7 @@ def build_fcn(seed: int | None, num_classes: int = 19):
     """PaddleSeg's FCN on its HRNet_W18 (backbone built inside the same seed and name guard)."""
     from ..frameworks import import_paddle, import_paddleseg
     paddle, paddleseg = import_paddle(), import_paddleseg()
-    with paddle.utils.unique_name.guard():
-        if seed is not None:
-            paddle.seed(seed)
+    with paddle_build_scope(paddle, seed):
         net = paddleseg.models.FCN(num_classes, paddleseg.models.backbones.HRNet_W18())
     net.eval()
     return net

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from ..errors import ZooportError
+from ..frameworks import paddle_build_scope
 
 _FLUID_NAMES: dict[str, Callable[[], dict[str, str]]] = {}
 
@@ -32,9 +33,7 @@ def build(source_model: str, seed: int | None = None, kwargs: Mapping[str, Any] 
     if factory is None:
         raise ZooportError(f"ppcls has no model {source_model!r} (paddleclas "
                            f"{getattr(ppcls, '__version__', '2.6.0')} is installed)")
-    with paddle.utils.unique_name.guard():
-        if seed is not None:
-            paddle.seed(seed)
+    with paddle_build_scope(paddle, seed):
         net = factory(**dict(kwargs or {}))
     net.eval()
     return net

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..arch.ppyolo import PPYOLO, POST, PPYOLOConfig
 from ..arch.paddle_yolo import ANCHOR_MASKS, MobileNetV3Config, PaddleYOLOConfig, PostProcess
+from ..frameworks import paddle_build_scope
 from ..registry import Metric, ModelSpec, ppdet_eval, register
 from ..sources import SourceWeights
 from . import ppcls, ppdet_io
@@ -168,9 +169,7 @@ def source_net(version: str, seed: int | None = None):
     from ppdet.modeling.post_process import BBoxPostProcess
     cfg = CONFIGS[version]
     p = cfg.post
-    with paddle.utils.unique_name.guard():
-        if seed is not None:
-            paddle.seed(seed)
+    with paddle_build_scope(paddle, seed):
         backbone, neck = _ppdet_backbone_and_neck(version)
         head = YOLOv3Head(in_channels=[s.channels for s in neck.out_shape],
                           anchors=[list(a) for a in cfg.yolo.anchors], anchor_masks=[list(m) for m in ANCHOR_MASKS],

@@ -32,6 +32,7 @@ from torch import nn
 from ..arch.paddle_rcnn import ClassLinear, PaddleFasterRCNN, RCNNConfig
 from ..arch.resnet import ResNetConfig
 from ..fixups import Fixup
+from ..frameworks import paddle_build_scope
 from ..registry import Metric, ModelSpec, ppdet_eval, register
 from ..rules import Default
 from ..sources import SourceWeights
@@ -181,9 +182,7 @@ def source_net(depth: int, vd: bool, seed: int | None = None, fpn: bool = True, 
     from ppdet.modeling.necks.fpn import FPN
     if not fpn:
         return _source_net_c4(paddle, cfg or model_config(depth, vd, fpn), depth, seed, vd)
-    with paddle.utils.unique_name.guard():
-        if seed is not None:
-            paddle.seed(seed)
+    with paddle_build_scope(paddle, seed):
         backbone = ResNet(depth=depth, variant="d" if vd else "b", norm_type="bn", freeze_at=0,
                           return_idx=[0, 1, 2, 3], num_stages=4)
         shapes = backbone.out_shape
@@ -230,9 +229,7 @@ def _source_net_c4(paddle, cfg: RCNNConfig, depth: int, seed: int | None, vd: bo
     from ppdet.modeling.layers import MultiClassNMS, RCNNBox
     from ppdet.modeling.post_process import BBoxPostProcess
     from ppdet.modeling.proposal_generator.rpn_head import RPNHead
-    with paddle.utils.unique_name.guard():
-        if seed is not None:
-            paddle.seed(seed)
+    with paddle_build_scope(paddle, seed):
         backbone = ResNet(depth=depth, variant="d" if vd else "b", norm_type="bn", freeze_at=0, return_idx=[2],
                           num_stages=3)
         rpn = RPNHead(anchor_generator={"aspect_ratios": list(cfg.aspect_ratios),

@@ -28,6 +28,7 @@ from ..arch.deeplab import DeepLabConfig, DeepLabV3P, MobileNetV2Features, deepl
 from ..arch.fast_scnn import FastSCNN, FastSCNNConfig
 from ..arch.unet import UNet, UNetConfig
 from ..arch.xception import XceptionConfig
+from ..frameworks import paddle_build_scope
 from ..registry import Metric, ModelSpec, paddleseg_eval, register
 from ..rules import Ignore, Rule
 from ..sources import SourceWeights
@@ -250,9 +251,7 @@ def _build_deeplab(backbone: str, seed: int | None, **kwargs):
     feature from the backbone's first output, ASPP on its last."""
     from ..frameworks import import_paddle, import_paddleseg
     paddle, paddleseg = import_paddle(), import_paddleseg()
-    with paddle.utils.unique_name.guard():
-        if seed is not None:
-            paddle.seed(seed)
+    with paddle_build_scope(paddle, seed):
         trunk = paddleseg.cvlibs.manager.BACKBONES[backbone]()  # the registry: _os8 nets are not exported
         net = paddleseg.models.DeepLabV3P(backbone=trunk, **{"backbone_indices": (0, 3), **kwargs})
     net.eval()
@@ -264,9 +263,7 @@ def _build_deeplab(backbone: str, seed: int | None, **kwargs):
 def _build_paddleseg(factory: str, seed: int | None, **kwargs):
     from ..frameworks import import_paddle, import_paddleseg
     paddle, paddleseg = import_paddle(), import_paddleseg()
-    with paddle.utils.unique_name.guard():
-        if seed is not None:
-            paddle.seed(seed)
+    with paddle_build_scope(paddle, seed):
         net = getattr(paddleseg.models, factory)(**kwargs)
     net.eval()
     return net

@@ -30,6 +30,7 @@ from ..arch.darknet import DarkNetConfig
 from ..arch.mobilenet_v3 import CONFIGS as MOBILENET_V3_BLOCKS
 from ..arch.paddle_yolo import (ANCHOR_MASKS, ANCHORS, NUMERICS, MobileNetV3Config, PaddleYOLOConfig,
                                  PaddleYOLOv3)
+from ..frameworks import paddle_build_scope
 from ..registry import Metric, ModelSpec, ppdet_eval, register
 from ..sources import SourceWeights
 from . import ppcls, ppdet_io
@@ -172,9 +173,7 @@ def source_net(kind: str, seed: int | None = None):
     from ppdet.modeling.necks.yolo_fpn import YOLOv3FPN
     from ppdet.modeling.post_process import BBoxPostProcess
     post = NUMERICS["ppdet"]
-    with paddle.utils.unique_name.guard():
-        if seed is not None:
-            paddle.seed(seed)
+    with paddle_build_scope(paddle, seed):
         backbone = _ppdet_backbone(kind)
         neck = YOLOv3FPN(in_channels=[s.channels for s in backbone.out_shape], norm_type="sync_bn")
         head = YOLOv3Head(in_channels=[s.channels for s in neck.out_shape], anchors=[list(a) for a in ANCHORS],

@@ -17,6 +17,7 @@ import torch
 import converters
 from converters import registry
 from converters.arch import deeplab_mobilenet_v3 as arch
+from converters.frameworks import paddle_build_scope
 from converters.paddle import seeded
 from converters.paddle import seg_mobilenet_v3 as rules
 from converters.paddle.segmentation import dy_conv_bn, run_logits
@@ -67,9 +68,7 @@ def static_oracle(seed: int | None):
             y = self.project(y) + self.merge(low)
             return [F.interpolate(y, size=x.shape[2:], mode="bilinear", align_corners=True)]
 
-    with paddle.utils.unique_name.guard():
-        if seed is not None:
-            paddle.seed(seed)
+    with paddle_build_scope(paddle, seed):
         net = StaticDeepLabMobileNetV3()
     net.eval()
     return net

@@ -20,6 +20,7 @@ import torch
 
 import converters
 from converters import registry
+from converters.frameworks import paddle_build_scope
 from converters.paddle import seeded
 from converters.paddle import segmentation as seg
 from converters.samples import sample_photos
@@ -88,9 +89,7 @@ def static_oracle(seed: int | None):
             y = self.dec2_pw(self.dec2_dw(self.dec1_pw(self.dec1_dw(y))))
             return [up(self.logit(y), x)]
 
-    with paddle.utils.unique_name.guard():
-        if seed is not None:
-            paddle.seed(seed)
+    with paddle_build_scope(paddle, seed):
         net = StaticDeepLabXception65()
     net.eval()
     return net
