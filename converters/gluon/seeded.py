@@ -147,8 +147,8 @@ def _calibrate_symbol(block, data, mx) -> None:
 
 
 class _Measured(Exception):
-    """Ends a measuring pass once every measured layer has output (an R-CNN's RPN passes then skip
-    the per-RoI head)."""
+    """Ends a measuring pass (gluon's and paddle's seeding) once every measured layer has output: a
+    detector's RPN passes then skip its heads."""
 
 
 def _scale_outputs(net, x, output_std: Mapping[str, float], mx, per_image: bool = False) -> None:

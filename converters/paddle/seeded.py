@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from ..frameworks import import_paddle
-from ..gluon.seeded import _stats, calibration_images  # one calibration recipe for every framework
+from ..gluon.seeded import _Measured, _stats, calibration_images  # one calibration recipe for every framework
 from ..registry import ModelSpec
 from . import ppcls
 
@@ -76,11 +76,6 @@ def _calibrate(net, run, paddle) -> None:
     finally:
         for h in handles:
             h.remove()
-
-
-class _Measured(Exception):
-    """Ends a measuring pass once every measured layer has fired (a detector's RPN pass then skips
-    its box and mask heads)."""
 
 
 def _scale_outputs(net, run, output_std: Mapping[str, float]) -> None:
