@@ -132,7 +132,7 @@ class ModelSpec:
     floor_points: Mapping[str, str | tuple[str, ...]] = field(default_factory=lambda: {"score": "cls_decoder#in", "box": "box_decoder"})
     parity_sizes: Sequence[tuple[int, int]] = ()  # further network input sizes the parity suite checks
     seed_size: tuple[int, int] | None = None  # calibration input size of seeded sources (default: preprocess)
-    seed_images: int = 0  # calibration photographs of seeded Paddle sources: the first n (0: all)
+    seed_images: int = 0  # calibration photographs of seeded sources: the first n (0: all)
     # the target module parity runs (the converted weights loaded into it), when the source net
     # (``source_net``) is built from a reduced config, e.g. C4 R-CNNs with fewer test proposals:
     # both sides from one config object; None: the converted module itself

@@ -21,26 +21,29 @@ from ..samples import sample_photos
 SEED_FORMAT = 7  # bump when the recipe changes: cached seeded files are keyed on it
 
 
-def calibration_images(size: tuple[int, int]) -> np.ndarray:
-    """Every sample photograph (the parity suite's own), resized and ImageNet-normalised (NCHW):
-    statistics of small deep feature maps only transfer to the images they were measured on."""
+def calibration_images(size: tuple[int, int], n: int = 0) -> np.ndarray:
+    """The first ``n`` sample photographs (0: all; the parity suite's own), resized and
+    ImageNet-normalised (NCHW): statistics of small deep feature maps only transfer to the images
+    they were measured on."""
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     out = [(cv2.resize(p, (size[1], size[0]), interpolation=cv2.INTER_AREA) / 255.0 - mean) / std
-           for _, p in sample_photos()]
+           for _, p in sample_photos()[: n or None]]
     return np.stack(out).transpose(0, 3, 1, 2).astype(np.float32)
 
 
 def build(source_model: str, seed: int, out: Path, size: tuple[int, int],
-          output_std: Mapping[str, float], kwargs: Mapping[str, Any], per_image: bool = False) -> Path:
+          output_std: Mapping[str, float], kwargs: Mapping[str, Any], per_image: bool = False,
+          images: int = 0) -> Path:
     """Write a seeded gluoncv checkpoint of ``source_model`` to ``out`` (parents created).
     ``per_image``: the net's eval forward takes one image (gluoncv's R-CNNs), so every pass runs the
-    photographs one at a time and statistics are pooled over them."""
+    photographs one at a time and statistics are pooled over them. ``images``: calibrate on the first
+    n photographs only (0: all)."""
     mx, gcv = import_mxnet(), import_gluoncv()
     mx.random.seed(seed)
     np.random.seed(seed)
     net = gcv.model_zoo.get_model(source_model, pretrained=False, **kwargs)
     net.initialize()
-    x = mx.nd.array(calibration_images(size))
+    x = mx.nd.array(calibration_images(size, images))
     net(x[:1] if per_image else x)  # resolve deferred shapes
     rng = np.random.default_rng(seed)
     _randomise_affine(net, rng, mx)  # first, so the calibrated statistics see the final affine

@@ -17,6 +17,7 @@ import numpy as np
 from ..frameworks import import_paddle
 from ..gluon.seeded import _Measured, _stats, calibration_images  # one calibration recipe for every framework
 from ..registry import ModelSpec
+from ..seeding import images_tag
 from . import ppcls
 
 SEED_FORMAT = 1  # bump when the recipe changes: cached seeded files are keyed on it
@@ -24,7 +25,7 @@ SEED_FORMAT = 1  # bump when the recipe changes: cached seeded files are keyed o
 
 def seeded_source(spec: ModelSpec, seed: int, directory: str | os.PathLike[str]) -> Path:
     """``<directory>/<model>-seed<seed>-r<SEED_FORMAT>.pdparams``, built on first use."""
-    path = Path(directory) / f"{spec.name}-seed{seed}-r{SEED_FORMAT}.pdparams"
+    path = Path(directory) / f"{spec.name}-seed{seed}-r{SEED_FORMAT}{images_tag(spec)}.pdparams"
     if not path.exists():
         build(spec, seed, path)
     return path
@@ -33,7 +34,7 @@ def seeded_source(spec: ModelSpec, seed: int, directory: str | os.PathLike[str])
 def build(spec: ModelSpec, seed: int, out: Path) -> Path:
     paddle = import_paddle()
     net = spec.source_net(seed) if spec.source_net else ppcls.build(spec.source_model, seed, spec.get_model_kwargs)
-    images = calibration_images(spec.seed_size or spec.preprocess.size)[: spec.seed_images or None]
+    images = calibration_images(spec.seed_size or spec.preprocess.size, spec.seed_images)
     x = paddle.to_tensor(images)
     run = (lambda: spec.source_run(net, images)) if spec.source_run else (lambda: net(x))
     with paddle.no_grad():
