@@ -17,7 +17,7 @@ from converters.pipeline import ConversionResult, convert
 from converters.samples import sample_photos
 
 from .capture import run_torch, save_run
-from .compare import FLOOR_FACTOR, Comparison, TensorDiff, diff, worst
+from .compare import FLOOR_FACTOR, Comparison, TensorDiff, diff, relative_max_error, worst
 from .detection import DetectionMatch, match_batch
 from .preprocess import preprocess
 from .reference64 import reference64
@@ -109,7 +109,7 @@ def _diffs(name: str, source: str, ref: Any, got: Any, exact: Any, tol: float) -
         return [d for i, (r, g, e) in enumerate(zip(ref, got, exact))
                 for d in _diffs(f"{name}[{i}]", f"{source}[{i}]", r, g, e, tol)]
     out = diff(ref, got, name, source, tol)
-    out.floor = diff(exact, got).needed
+    out.floor = relative_max_error(exact, got)
     return [out]
 
 

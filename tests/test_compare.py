@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from parity.compare import Comparison, diff, worst
+from parity.compare import Comparison, diff, relative_max_error, worst
 from parity.detection import match_image
 
 
@@ -65,3 +66,26 @@ def test_topk_check_identical_tie_and_unexplained():
     assert tie["tie_explained"] == 1 and tie["unexplained"] == 0  # within 4 x 2e-4: a tie
     far = topk_check([run(ref, [5.0, 4.0, 1.0, 2.0, 3.0, 0.0])])
     assert far["unexplained"] == 1
+
+
+@pytest.mark.parametrize("case", ["random", "zero_ref", "both_zero", "empty", "shape", "nan", "inf_got", "f64_vs_f32"])
+def test_relative_max_error_is_diffs_needed(case):
+    """The floors' shortcut gives exactly what the full diff would report as ``needed``."""
+    rng = np.random.default_rng(3)
+    ref = rng.normal(size=(2, 5, 7)).astype(np.float32)
+    got = (ref + rng.normal(scale=1e-5, size=ref.shape)).astype(np.float32)
+    if case == "zero_ref":
+        ref = np.zeros_like(ref)
+    elif case == "both_zero":
+        ref, got = np.zeros_like(ref), np.zeros_like(ref)
+    elif case == "empty":
+        ref, got = ref[:0], got[:0]
+    elif case == "shape":
+        got = got[:1]
+    elif case == "nan":
+        got[0, 0, 0] = np.nan
+    elif case == "inf_got":
+        got[1, 2, 3] = np.inf
+    elif case == "f64_vs_f32":  # the floor's own call: fp64 reference run vs the fp32 run
+        ref = ref.astype(np.float64) + rng.normal(scale=1e-9, size=ref.shape)
+    assert relative_max_error(ref, got) == diff(ref, got).needed
