@@ -44,7 +44,7 @@ def build(source_model: str, seed: int, out: Path, size: tuple[int, int],
     net = gcv.model_zoo.get_model(source_model, pretrained=False, **kwargs)
     net.initialize()
     x = mx.nd.array(calibration_images(size, images))
-    net(x[:1] if per_image else x)  # resolve deferred shapes
+    net(x[:1])  # resolve deferred shapes (one image: an inference pass changes no parameter)
     rng = np.random.default_rng(seed)
     _randomise_affine(net, rng, mx)  # first, so the calibrated statistics see the final affine
     if per_image:
