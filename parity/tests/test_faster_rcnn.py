@@ -183,7 +183,6 @@ def test_detections_identical_on_photographs(parity_report):
     assert r.detection_tol["box"] < 0.05 and r.detection_tol["score"] < 1e-3
 
 
-@pytest.mark.slow  # 92 s; CI keeps the planted-RPN-error test of the same harness path
 def test_half_pixel_roi_align_is_caught_at_roi_align(converted, one_photo):
     """The classic port error: roi_align(aligned=True) (Detectron2's default) instead of MXNet's
     unaligned sampling; every layer before the RoI features passes, roi_align is the first to fail."""
@@ -204,7 +203,7 @@ def test_half_pixel_roi_align_is_caught_at_roi_align(converted, one_photo):
     assert all(d.passed for d in r.layers.diffs[: r.layers.diffs.index(first)])
 
 
-@pytest.mark.slow  # CI time (78 s): the RoIAlign planted error above runs in CI
+@pytest.mark.slow  # CI time (~80 s): the half-pixel RoIAlign planted error above runs in CI
 def test_planted_rpn_error_is_caught_at_the_rpn_conv(converted, one_photo):
     """A 1% error in the RPN's 3x3 conv: the backbone passes, rpn.conv is the first divergence."""
     result = converted(VOC)
