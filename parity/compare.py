@@ -61,14 +61,20 @@ def diff(ref: np.ndarray, got: np.ndarray, name: str = "", source: str = "",
         bad = "reference" if not np.isfinite(ref).all() else "converted"
         return TensorDiff(name, source, tuple(ref.shape), np.inf, np.inf, 0.0, np.inf, 0.0, tol,
                           f"non-finite values in the {bad} output")
-    err = np.abs(ref - got)
-    scale = float(np.abs(ref).max()) if ref.size else 0.0
-    max_abs = float(err.max()) if err.size else 0.0
-    rel = err / np.maximum(np.abs(ref), 1e-6 * max(scale, 1e-30))
+    if not ref.size:
+        return TensorDiff(name, source, tuple(ref.shape), 0.0, 0.0, 1.0, 0.0, 0.0, tol)
+    # in-place temporaries: a detector's per-RoI maps are ~100 MB each, and this runs per pair and image
+    err = np.subtract(ref, got)
+    np.abs(err, out=err)
+    scale = float(max(ref.max(), -ref.min()))
+    max_abs = float(err.max())
+    rel = np.abs(ref)
+    np.maximum(rel, 1e-6 * max(scale, 1e-30), out=rel)
+    np.divide(err, rel, out=rel)
     denom = float(np.linalg.norm(ref) * np.linalg.norm(got))
     cosine = float((ref * got).sum() / denom) if denom > 0 else float(max_abs == 0)
-    return TensorDiff(name, source, tuple(ref.shape), max_abs, float(rel.max()) if rel.size else 0.0,
-                      cosine, float(np.percentile(err, 99)) if err.size else 0.0, scale, tol)
+    p99 = float(np.percentile(err, 99, overwrite_input=True))  # last: it reorders err
+    return TensorDiff(name, source, tuple(ref.shape), max_abs, float(rel.max()), cosine, p99, scale, tol)
 
 
 def relative_max_error(ref: np.ndarray, got: np.ndarray) -> float:
