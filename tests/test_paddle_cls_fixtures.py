@@ -102,16 +102,24 @@ def assert_layouts_agree(spec: ModelSpec, table: Mapping[str, str]) -> None:
     assert all(torch.equal(got_d[k], got_f[k]) for k in mapped)
 
 
-def convert_both_files(name: str, table: Mapping[str, str], directory: Path):
-    """Through the readers and the pipeline: one set of values written as a ``.pdparams`` file and as a
-    fluid directory converts to one state dict. Returns (dygraph result, the dygraph tensors)."""
-    dygraph = synthetic_source(registry.get(name), table)
+def convert_both_layouts(name: str, dygraph: Mapping[str, np.ndarray], fluid: Mapping[str, np.ndarray],
+                         directory: Path, fluid_dir: str | None = None):
+    """Through the readers and the pipeline: ``dygraph`` written as a ``.pdparams`` file and ``fluid``
+    (the same values under static names, as the static layout stores them) as a fluid directory
+    convert to one state dict. Returns (dygraph result, fluid result)."""
     a = converters.convert(name, weights=write_pdparams(directory / f"{name}.pdparams", dygraph))
-    b = converters.convert(name, weights=write_fluid_dir(directory / f"{name}_pretrained",
-                                                         {table[k]: v for k, v in dygraph.items()}))
+    b = converters.convert(name, weights=write_fluid_dir(directory / (fluid_dir or f"{name}_pretrained"), fluid))
     assert (a.layout, b.layout) == ("dygraph", "fluid")
     assert a.state_dict.keys() == b.state_dict.keys()
     assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    return a, b
+
+
+def convert_both_files(name: str, table: Mapping[str, str], directory: Path):
+    """``convert_both_layouts`` on seeded synthetic values stored alike in both layouts. Returns
+    (dygraph result, the dygraph tensors)."""
+    dygraph = synthetic_source(registry.get(name), table)
+    a, _ = convert_both_layouts(name, dygraph, {table[k]: v for k, v in dygraph.items()}, directory)
     return a, dygraph
 
 

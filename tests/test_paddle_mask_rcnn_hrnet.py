@@ -15,7 +15,7 @@ from converters.arch.hrnet import HRNetBody, HRNetConfig
 from converters.arch.paddle_mask_rcnn import MaskConfig, PaddleMaskRCNN
 from converters.arch.paddle_rcnn import RCNNConfig
 from converters.paddle import hrnet_mask_rcnn, hrnet_rcnn, ppcls
-from test_paddle_cls_fixtures import write_fluid_dir, write_pdparams
+from test_paddle_cls_fixtures import convert_both_layouts, write_pdparams
 from test_paddle_mask_rcnn_zoo import _to_static
 
 NAME = "MaskRCNN_HRNet_W18_FPN"
@@ -78,12 +78,8 @@ def test_fluid_and_dygraph_files_convert_to_one_state_dict(tmp_path):
     """Static values (background class first, its box rows and mask channel added): the same state dict
     as the .pdparams, the target in PaddleX 1.x's numerics (HRFPN align_corners True included)."""
     dy, names = _synthetic(), hrnet_mask_rcnn.fluid_names()
-    a = converters.convert(NAME, weights=write_pdparams(tmp_path / "m.pdparams", dy))
-    b = converters.convert(NAME, weights=write_fluid_dir(tmp_path / "mask_rcnn_hrnetv2p_w18_2x",
-                                                         {names[k]: _to_static(k, v) for k, v in dy.items()}))
-    assert (a.layout, b.layout) == ("dygraph", "fluid")
-    assert a.state_dict.keys() == b.state_dict.keys()
-    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    _, b = convert_both_layouts(NAME, dy, {names[k]: _to_static(k, v) for k, v in dy.items()}, tmp_path,
+                                "mask_rcnn_hrnetv2p_w18_2x")
     assert b.module.fpn.align_corners and b.module.mask_roi_align.numerics.sampling_ratio == 2
     fixed = {r.target: r.fixup for r in b.mapping if r.status == "mapped"}
     assert fixed["mask_head.logits.weight"] == "static_mask_logits_weight_drop_bg"

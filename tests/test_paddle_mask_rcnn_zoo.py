@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import converters
 from converters import registry
 from converters.arch import paddle_mask_rcnn as arch
 from converters.arch import paddle_rcnn
 from converters.paddle import mask_rcnn
-from test_paddle_cls_fixtures import write_fluid_dir, write_pdparams
+from test_paddle_cls_fixtures import convert_both_layouts
 
 # name: (depth, vd, FPN)
 DEPTH = {"MaskRCNN_ResNet18_FPN": (18, False, True), "MaskRCNN_ResNet50": (50, False, False),
@@ -93,12 +92,8 @@ def _to_static(key: str, a: np.ndarray) -> np.ndarray:
 def test_fluid_and_dygraph_files_convert_to_one_state_dict(tmp_path, name):
     dy = _synthetic(name)
     t = table(name)
-    a = converters.convert(name, weights=write_pdparams(tmp_path / "m.pdparams", dy))
-    b = converters.convert(name, weights=write_fluid_dir(tmp_path / "mask_rcnn_r18_fpn_1x",
-                                                         {t[k]: _to_static(k, v) for k, v in dy.items()}))
-    assert (a.layout, b.layout) == ("dygraph", "fluid")
-    assert a.state_dict.keys() == b.state_dict.keys()
-    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    a, b = convert_both_layouts(name, dy, {t[k]: _to_static(k, v) for k, v in dy.items()}, tmp_path,
+                                "mask_rcnn_r18_fpn_1x")
     assert torch.equal(a.state_dict["mask_head.logits.weight"], torch.from_numpy(dy["mask_head.mask_fcn_logits.weight"]))
     fixed = {r.target: r.fixup for r in b.mapping if r.status == "mapped"}
     assert fixed["mask_head.logits.weight"] == "static_mask_logits_weight_drop_bg"

@@ -15,7 +15,7 @@ from converters.arch.hrfpn import HRFPN, hrnet_hrfpn
 from converters.arch.hrnet import HRNetBody, HRNetConfig
 from converters.arch.paddle_rcnn import NUMERICS, PaddleFasterRCNN, RCNNConfig
 from converters.paddle import hrnet, hrnet_rcnn, ppcls
-from test_paddle_cls_fixtures import write_fluid_dir, write_pdparams
+from test_paddle_cls_fixtures import convert_both_layouts, write_pdparams
 from test_paddle_mask_rcnn_zoo import _to_static
 
 NAME = "FasterRCNN_HRNet_W18_FPN"
@@ -96,12 +96,8 @@ def test_fluid_and_dygraph_files_convert_to_one_state_dict(tmp_path):
     """One set of values as a .pdparams and as a static directory (background class first, its box
     rows added): the same state dict; the fluid one switches the target to PaddleX 1.x's numerics."""
     dy, names = _synthetic(), hrnet_rcnn.fluid_names()
-    a = converters.convert(NAME, weights=write_pdparams(tmp_path / "m.pdparams", dy))
-    b = converters.convert(NAME, weights=write_fluid_dir(tmp_path / "faster_rcnn_hrnetv2p_w18_1x",
-                                                         {names[k]: _to_static(k, v) for k, v in dy.items()}))
-    assert (a.layout, b.layout) == ("dygraph", "fluid")
-    assert a.state_dict.keys() == b.state_dict.keys()
-    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    a, b = convert_both_layouts(NAME, dy, {names[k]: _to_static(k, v) for k, v in dy.items()}, tmp_path,
+                                "faster_rcnn_hrnetv2p_w18_1x")
     assert a.module.numerics == NUMERICS["ppdet"] and not a.module.fpn.align_corners
     assert b.module.numerics == NUMERICS["paddlex"] and b.module.fpn.align_corners
     fixed = {r.target: r.fixup for r in b.mapping if r.status == "mapped"}

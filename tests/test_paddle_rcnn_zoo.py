@@ -15,7 +15,7 @@ from converters import registry
 from converters.arch import paddle_rcnn as arch
 from converters.arch import paddle_rcnn_ops as ops
 from converters.paddle import rcnn
-from test_paddle_cls_fixtures import write_fluid_dir, write_pdparams
+from test_paddle_cls_fixtures import convert_both_layouts, write_fluid_dir
 
 # name: (depth, vd, FPN)
 DEPTH = {"FasterRCNN_ResNet101": (101, False, False), "FasterRCNN_ResNet101_FPN": (101, False, True),
@@ -101,12 +101,8 @@ def test_fluid_and_dygraph_files_convert_to_one_state_dict(tmp_path):
     name = "FasterRCNN_ResNet18_FPN"
     dy = _synthetic(name)
     t = table(name)
-    a = converters.convert(name, weights=write_pdparams(tmp_path / "m.pdparams", dy))
-    b = converters.convert(name, weights=write_fluid_dir(tmp_path / "faster_rcnn_r18_fpn_1x",
-                                                         {t[k]: _to_static(k, v) for k, v in dy.items()}))
-    assert (a.layout, b.layout) == ("dygraph", "fluid")
-    assert a.state_dict.keys() == b.state_dict.keys()
-    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    a, b = convert_both_layouts(name, dy, {t[k]: _to_static(k, v) for k, v in dy.items()}, tmp_path,
+                                "faster_rcnn_r18_fpn_1x")
     assert torch.equal(a.state_dict["score.weight"], torch.from_numpy(dy["bbox_head.bbox_score.weight"].T.copy()))
     fixed = {r.target: r.fixup for r in b.mapping if r.status == "mapped"}
     assert fixed["score.weight"] == "static_score_weight_bg_last" and fixed["delta.bias"] == "static_delta_bias_drop_bg"
