@@ -219,6 +219,7 @@ def config(head: str, depth: int, dataset: str) -> SegConfig:
     return SegConfig(V1S_DILATED[depth], head, DATASETS[dataset][0], bn_eps=EPS)
 
 
+_PHOTOS = 2  # parity photographs per segmenter
 for _name, _head, _depth, _data, _sha1, _pix, _miou in _MODELS:
     _cfg = config(_head, _depth, _data)
     register(ModelSpec(
@@ -230,7 +231,7 @@ for _name, _head, _depth, _data, _sha1, _pix, _miou in _MODELS:
         source_model=_name, source_kwargs=_source_kwargs(_data),
         seed_output_std={"head.block.4": 3.0, "auxlayer.block.4": 3.0},
         metrics=_metrics(_data, _pix, _miou), extra_pairs=parity_pairs(_cfg),
-        slow=_depth > 50, parity_images=2,
-        seed_images=0 if _depth > 50 else 2,  # the CI models: calibrated on their parity photographs (CI time)
+        slow=_depth > 50, parity_images=_PHOTOS,
+        seed_images=0 if _depth > 50 else _PHOTOS,  # the CI models: calibrated on their parity photographs (CI time)
         notes=(NOTES["backbone"], NOTES[_head], NOTES["outputs"]),
     ))

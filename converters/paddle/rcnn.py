@@ -383,6 +383,7 @@ def model_config(depth: int, vd: bool, fpn: bool = True) -> RCNNConfig:
 
 for _name, _depth, _vd, _fpn, _url, _map, _size, _slow in MODELS:
     _cfg = model_config(_depth, _vd, _fpn)
+    _photos = 1 if _slow else 2  # parity photographs (the CI model: ~15 s a photograph at 384x640)
     _dy, _st, _ = layout_tables(entries(_cfg.backbone, _depth, _fpn))
     register(ModelSpec(
         name=_name, family="paddle.rcnn", framework="paddle", task="detection", source_format="paddle-checkpoint",
@@ -404,6 +405,6 @@ for _name, _depth, _vd, _fpn, _url, _map, _size, _slow in MODELS:
         parity_build=None if _fpn else functools.partial(PaddleFasterRCNN, parity_config(_cfg)),
         # calibrated on the parity photographs (C4: each pass runs res5 on every RoI; the CI model: CI
         # time, 6 photographs took ~100 s); the parity-full FPN models keep their all-photograph seeds
-        seed_images=0 if _fpn and _slow else (1 if _slow else 2),
-        slow=_slow, parity_images=1 if _slow else 2))  # CI model: ~15 s a photograph at 384x640
+        seed_images=0 if _fpn and _slow else _photos,
+        slow=_slow, parity_images=_photos))
     ppcls.register_fluid_names(_name, functools.partial(fluid_names, _cfg.backbone, _depth, _fpn))
